@@ -1,0 +1,93 @@
+import type { Command } from 'commander';
+import { readManifest, scanBackups, type Manifest, type StoredBackup } from '../../manifest.js';
+import { formatBytes, formatDuration, table } from '../format.js';
+import { printJson, type Runtime } from '../runtime.js';
+
+interface Options {
+  db?: string;
+  json?: boolean;
+}
+
+export interface ListedBackup {
+  readonly id: string;
+  readonly database: string;
+  readonly startedAt: string;
+  readonly bytes: number | null;
+  readonly durationMs: number | null;
+  readonly verified: boolean | null;
+  readonly verifiedAt: string | null;
+  readonly status: 'complete' | 'orphan';
+  readonly archive: string | null;
+  readonly manifest: string | null;
+}
+
+async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array<R>(items.length);
+  let next = 0;
+  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]!);
+    }
+  });
+  await Promise.all(workers);
+  return out;
+}
+
+export async function listBackups(rt: Runtime, database?: string): Promise<ListedBackup[]> {
+  const storage = rt.storage;
+  const backups = await scanBackups(storage, database);
+  return mapLimit(backups, 16, async (b: StoredBackup): Promise<ListedBackup> => {
+    let manifest: Manifest | undefined;
+    if (b.manifestKey) manifest = await readManifest(storage, b.manifestKey).catch(() => undefined);
+    return {
+      id: b.id,
+      database: b.database,
+      startedAt: b.startedAt.toISOString(),
+      bytes: manifest?.archive.bytes ?? b.archiveBytes ?? null,
+      durationMs: manifest?.durationMs ?? null,
+      verified: manifest ? (manifest.drill?.verified ?? false) : null,
+      verifiedAt: manifest?.drill?.at ?? null,
+      status: manifest ? 'complete' : 'orphan',
+      archive: b.archiveKey ? storage.locate(b.archiveKey) : null,
+      manifest: b.manifestKey ? storage.locate(b.manifestKey) : null,
+    };
+  });
+}
+
+export function registerList(program: Command, runtime: () => Runtime): void {
+  program
+    .command('list')
+    .description('list backups, newest first')
+    .option('--db <name>', 'only this database (default: POSTGRES_DB)')
+    .option('--all', 'every database in the storage')
+    .option('--json', 'print one JSON document on stdout')
+    .action(async (opts: Options & { all?: boolean }) => {
+      const rt = runtime();
+      const database = opts.all ? undefined : (opts.db ?? rt.config.defaultDatabase);
+      const backups = await listBackups(rt, database);
+      if (opts.json) {
+        printJson({ storage: rt.storage.url, database: database ?? null, backups });
+        return;
+      }
+      if (backups.length === 0) {
+        process.stdout.write(`no backups${database ? ` of "${database}"` : ''} in ${rt.storage.url}\n`);
+        return;
+      }
+      const now = Date.now();
+      const rows = [['ID', 'DATABASE', 'STARTED (UTC)', 'AGE', 'SIZE', 'DURATION', 'VERIFIED', 'ARCHIVE']];
+      for (const b of backups) {
+        rows.push([
+          b.id,
+          b.database,
+          b.startedAt.replace('T', ' ').replace(/\.\d+Z$/, ''),
+          formatDuration(now - Date.parse(b.startedAt)),
+          b.bytes === null ? '-' : formatBytes(b.bytes),
+          b.durationMs === null ? '-' : formatDuration(b.durationMs),
+          b.status === 'orphan' ? 'ORPHAN (no manifest)' : b.verified ? `yes ${b.verifiedAt?.slice(0, 10) ?? ''}` : 'no',
+          b.archive ?? '-',
+        ]);
+      }
+      process.stdout.write(table(rows) + '\n');
+    });
+}

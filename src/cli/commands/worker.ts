@@ -1,0 +1,25 @@
+import type { Command } from 'commander';
+import { installShutdown } from '../../shutdown.js';
+import { startWorker } from '../../worker/index.js';
+import type { Runtime } from '../runtime.js';
+
+export function registerWorker(program: Command, runtime: (level?: string) => Runtime): void {
+  program
+    .command('worker')
+    .description('run a worker: take jobs from the queues and run them until SIGTERM')
+    .action(async () => {
+      const rt = runtime('info');
+      const worker = startWorker({ config: rt.config, storage: rt.storage, logger: rt.logger });
+      const shutdown = installShutdown({
+        logger: rt.logger,
+        stop: async () => {
+          await worker.close();
+          await rt.close();
+        },
+        force: () => worker.abortAll('worker was forced to stop'),
+      });
+      // Runs until a signal; the shutdown handler exits the process.
+      await new Promise<void>(() => {});
+      shutdown.dispose();
+    });
+}

@@ -1,0 +1,65 @@
+#!/usr/bin/env node
+import { Command, CommanderError } from 'commander';
+import { createRequire } from 'node:module';
+import { SETTINGS } from '../config.js';
+import { ConfigError, PgshelfError, errorMessage } from '../errors.js';
+import { registerBackup } from './commands/backup.js';
+import { registerList } from './commands/list.js';
+import { registerWorker } from './commands/worker.js';
+import { CommandFailed, Runtime } from './runtime.js';
+
+const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
+
+export function buildProgram(): Command {
+  const program = new Command('pgshelf');
+  let rt: Runtime | undefined;
+  const runtime = (level?: string): Runtime => (rt ??= Runtime.load(process.env, level));
+  program
+    .version(version)
+    .description('PostgreSQL backups: scheduled, streamed, verified, restorable by hand')
+    .showHelpAfterError()
+    .exitOverride()
+    .addHelpText(
+      'after',
+      '\nSettings (environment variables):\n' +
+        SETTINGS.map((s) => `  ${s.name.padEnd(24)} ${s.meaning} (default: ${s.default})`).join('\n'),
+    );
+  registerBackup(program, runtime);
+  registerList(program, runtime);
+  registerWorker(program, runtime);
+  program.hook('postAction', async () => {
+    await rt?.close();
+  });
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // help and --version exit 0; every usage error exits 2
+      return err.exitCode === 0 ? 0 : 2;
+    }
+    if (err instanceof CommandFailed) {
+      process.stderr.write(`pgshelf: ${err.message}\n`);
+      return err.exitCode;
+    }
+    const code = err instanceof ConfigError ? 2 : 1;
+    const name = err instanceof PgshelfError ? `${err.name}: ` : '';
+    process.stderr.write(`pgshelf: ${name}${errorMessage(err)}\n`);
+    return code;
+  }
+}
+
+main(process.argv).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`pgshelf: ${errorMessage(err)}\n`);
+    process.exitCode = 1;
+  },
+);

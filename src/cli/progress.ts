@@ -1,0 +1,41 @@
+import type { Progress } from '../jobs/context.js';
+import { formatBytes, formatDuration } from './format.js';
+
+/** Renders job progress on stderr: one rewritten line on a terminal, a line every few seconds otherwise. */
+export class ProgressLine {
+  private lastPrint = 0;
+  private drawn = false;
+
+  constructor(
+    private readonly out: NodeJS.WriteStream = process.stderr,
+    private readonly enabled = true,
+  ) {}
+
+  static describe(p: Progress): string {
+    const pct =
+      p.totalBytes && p.totalBytes > 0 ? ` ${Math.min(100, (100 * p.bytesIn) / p.totalBytes).toFixed(1)}%` : '';
+    const verb = p.phase === 'dump' ? 'dumped' : 'read';
+    return (
+      `${p.phase}:${pct} ${verb} ${formatBytes(p.bytesIn)}${p.totalBytes ? ` of ${formatBytes(p.totalBytes)}` : ''}` +
+      `, wrote ${formatBytes(p.bytesOut)}, ${formatBytes(p.rate)}/s, ${formatDuration(p.elapsedMs)}`
+    );
+  }
+
+  update(p: Progress): void {
+    if (!this.enabled) return;
+    const line = ProgressLine.describe(p);
+    if (this.out.isTTY) {
+      this.out.write(`\r\x1b[2K${line}`);
+      this.drawn = true;
+    } else if (Date.now() - this.lastPrint >= 5000) {
+      this.lastPrint = Date.now();
+      this.out.write(`${line}\n`);
+    }
+  }
+
+  /** Ends the rewritten line so later output starts on a fresh one. */
+  done(): void {
+    if (this.drawn) this.out.write('\n');
+    this.drawn = false;
+  }
+}

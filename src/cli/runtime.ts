@@ -1,0 +1,126 @@
+import { Job } from 'bullmq';
+import { loadConfig, type Config } from '../config.js';
+import { ConfigError, PgshelfError, errorMessage } from '../errors.js';
+import { createJobs } from '../jobs/index.js';
+import type { Progress } from '../jobs/context.js';
+import { createLogger, type Logger } from '../logger.js';
+import { createQueue, createQueueEvents, type JobKind } from '../queues.js';
+import { createStorage, type Storage } from '../storage/index.js';
+import { ProgressLine } from './progress.js';
+
+export interface SubmitOptions {
+  readonly inProcess?: boolean;
+  readonly wait?: boolean;
+  readonly json?: boolean;
+  /** Higher runs first within a queue (BullMQ priority: lower number first; we invert). */
+  readonly priority?: number;
+  readonly jobId?: string;
+}
+
+/** Thrown to end a command with an exit code after its message has been printed. */
+export class CommandFailed extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: number,
+  ) {
+    super(message);
+  }
+}
+
+export class Runtime {
+  private storageInstance: Storage | undefined;
+
+  private constructor(
+    readonly config: Config,
+    readonly logger: Logger,
+  ) {}
+
+  /** Reads the settings; the CLI logs warnings and up unless PGSHELF_LOG_LEVEL or DB_ECHO asks for more. */
+  static load(env: NodeJS.ProcessEnv = process.env, defaultLevel = 'warn'): Runtime {
+    const config = loadConfig(env);
+    const level = env.PGSHELF_LOG_LEVEL ?? (config.dbEcho ? 'info' : defaultLevel);
+    return new Runtime(config, createLogger(level));
+  }
+
+  get storage(): Storage {
+    this.storageInstance ??= createStorage(this.config.storage);
+    return this.storageInstance;
+  }
+
+  async close(): Promise<void> {
+    await this.storageInstance?.close();
+  }
+
+  /**
+   * Runs a job: in this process (`--in-process`), or on the queue, waiting for a worker to finish it while
+   * showing its progress (default), or returning at once with the job id (`--no-wait`).
+   */
+  async submit<R>(kind: JobKind, input: object, options: SubmitOptions): Promise<{ jobId?: string; result?: R }> {
+    const progress = new ProgressLine(process.stderr, !options.json || process.stderr.isTTY);
+    if (options.inProcess) {
+      const run = createJobs({ config: this.config, storage: this.storage, logger: this.logger })[kind];
+      if (!run) throw new ConfigError(`this build of pgshelf has no ${kind} job`);
+      const abort = new AbortController();
+      const onSignal = (): void => abort.abort(new Error('interrupted'));
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      try {
+        const result = (await run(input, {
+          signal: abort.signal,
+          logger: this.logger,
+          progress: (p) => progress.update(p),
+        })) as R;
+        return { result };
+      } finally {
+        progress.done();
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
+    }
+
+    const queue = createQueue(this.config, kind);
+    const events = options.wait === false ? undefined : createQueueEvents(this.config, kind);
+    try {
+      await queue.waitUntilReady().catch((err: unknown) => {
+        throw new PgshelfError(
+          `cannot reach Redis at ${this.config.redisUrl}: ${errorMessage(err)}. Start Redis, fix REDIS_URL, ` +
+            'or run the job here with --in-process',
+        );
+      });
+      if (events) await events.waitUntilReady();
+      const job = await queue.add(kind, input, {
+        ...(options.priority !== undefined ? { priority: options.priority } : {}),
+        ...(options.jobId !== undefined ? { jobId: options.jobId } : {}),
+      });
+      if (!events) return { jobId: job.id };
+      if ((await queue.getWorkersCount()) === 0) {
+        process.stderr.write(
+          `job ${job.id} is queued on "${kind}" but no worker is running: start one with \`pgshelf worker\` ` +
+            '(or press Ctrl-C and use --in-process)\n',
+        );
+      }
+      const onProgress = ({ jobId, data }: { jobId: string; data: unknown }): void => {
+        if (jobId === job.id && data && typeof data === 'object' && 'phase' in data) progress.update(data as Progress);
+      };
+      events.on('progress', onProgress);
+      try {
+        const result = (await job.waitUntilFinished(events)) as R;
+        return { jobId: job.id, result };
+      } catch (err) {
+        const failed = job.id ? await Job.fromId(queue, job.id) : undefined;
+        throw new CommandFailed(`${kind} job ${job.id} failed: ${failed?.failedReason ?? errorMessage(err)}`, 1);
+      } finally {
+        events.off('progress', onProgress);
+        progress.done();
+      }
+    } finally {
+      await events?.close();
+      await queue.close();
+    }
+  }
+}
+
+/** Prints `value` as one JSON document on stdout. */
+export function printJson(value: unknown): void {
+  process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+}

@@ -1,0 +1,341 @@
+/**
+ * The only reader of process.env. Every setting is described once in SETTINGS, parsed once into a typed, frozen
+ * Config, and fails at start-up with a message that names the variable, the bad value and a good example.
+ */
+import path from 'node:path';
+import { ConfigError } from './errors.js';
+
+export type Env = Readonly<Record<string, string | undefined>>;
+
+/** How to reach one PostgreSQL database, in the POSTGRES_* convention. */
+export interface PgSettings {
+  /** Host name, IP address, or a UNIX socket directory (starts with '/'). */
+  readonly host: string;
+  readonly port: number;
+  readonly database: string;
+  /** User that dumps and that owns restored databases; undefined means libpq's default (the OS user). */
+  readonly user: string | undefined;
+  readonly password: string | undefined;
+  /** User that runs createdb for restores; defaults to `user`. */
+  readonly adminUser: string | undefined;
+  readonly adminPassword: string | undefined;
+}
+
+export interface Retention {
+  readonly keepLast: number;
+  readonly daily: number;
+  readonly weekly: number;
+  readonly monthly: number;
+  readonly yearly: number;
+  /** Prune never leaves fewer backups than this. */
+  readonly minKeep: number;
+}
+
+/** A database pgshelf backs up: its connection, schedule and retention. */
+export interface DatabaseTarget {
+  /** Name used in storage keys, job ids and `--db`; the PostgreSQL database name. */
+  readonly name: string;
+  readonly postgres: PgSettings;
+  readonly schedule: string;
+  readonly timezone: string;
+  readonly retention: Retention;
+  /** Cron expression for restore drills, or undefined for none. */
+  readonly drillSchedule: string | undefined;
+}
+
+export type StorageSettings =
+  | { readonly kind: 'file'; readonly url: string; readonly root: string }
+  | {
+      readonly kind: 's3';
+      readonly url: string;
+      readonly bucket: string;
+      /** Key prefix without leading or trailing slash; may be ''. */
+      readonly prefix: string;
+      readonly endpoint: string | undefined;
+      readonly region: string | undefined;
+      readonly forcePathStyle: boolean;
+      /** Most parts a multipart upload may have (10,000 on AWS; some providers allow fewer). */
+      readonly maxParts: number;
+    };
+
+export interface Config {
+  /** The default database (POSTGRES_*), or undefined when only PGSHELF_CONFIG lists databases. */
+  readonly defaultDatabase: string | undefined;
+  readonly databases: readonly DatabaseTarget[];
+  readonly dbEcho: boolean;
+  readonly redisUrl: string;
+  readonly storage: StorageSettings;
+  readonly gzipLevel: number;
+  readonly queuePrefix: string;
+  readonly concurrency: number;
+  /** Jobs are tried this many times in all when they fail for a reason a retry can fix. */
+  readonly attempts: number;
+  /** First retry delay; later ones double (exponential backoff). */
+  readonly retryDelayMs: number;
+  /** How long a worker lets running jobs finish after SIGTERM before aborting them. */
+  readonly shutdownGraceMs: number;
+  readonly http: { readonly host: string; readonly port: number };
+  readonly configFile: string | undefined;
+  /** Directory holding pg_dump/psql/createdb, when not the version-matched /usr/lib/postgresql/<major>/bin. */
+  readonly pgBinDir: string | undefined;
+  readonly logLevel: string;
+  /** The environment that child processes inherit (PATH, locale, ...), before pgshelf adds PG* variables. */
+  readonly childEnv: Env;
+}
+
+interface SettingDoc {
+  readonly name: string;
+  readonly default: string;
+  readonly meaning: string;
+}
+
+/** Every environment variable pgshelf reads, for the README and `pgshelf --help`. */
+export const SETTINGS: readonly SettingDoc[] = [
+  { name: 'POSTGRES_DB', default: 'required', meaning: 'database to back up (the default target)' },
+  { name: 'POSTGRES_HOST', default: 'localhost', meaning: 'host name, or a UNIX socket directory' },
+  { name: 'POSTGRES_PORT', default: '5432', meaning: 'port' },
+  { name: 'POSTGRES_USER', default: 'libpq default', meaning: 'user that dumps and owns restored databases' },
+  { name: 'POSTGRES_PASSWORD', default: 'none', meaning: 'its password (given to child processes by env only)' },
+  { name: 'POSTGRES_ADMIN_USER', default: 'POSTGRES_USER', meaning: 'user that runs createdb for restores' },
+  { name: 'POSTGRES_ADMIN_PASSWORD', default: 'POSTGRES_PASSWORD', meaning: 'its password' },
+  { name: 'DB_ECHO', default: 'false', meaning: '`true`, `True` or `1`: log SQL statements and child commands' },
+  { name: 'REDIS_URL', default: 'redis://127.0.0.1:6379', meaning: 'BullMQ connection' },
+  { name: 'PGSHELF_STORAGE', default: 'file://./backups', meaning: '`file:///path` or `s3://bucket/prefix`' },
+  { name: 'S3_ENDPOINT', default: 'AWS', meaning: 'endpoint of an S3-compatible service' },
+  { name: 'S3_REGION', default: 'AWS chain', meaning: 'region' },
+  { name: 'S3_FORCE_PATH_STYLE', default: 'true with S3_ENDPOINT', meaning: 'path-style bucket addressing' },
+  { name: 'PGSHELF_S3_MAX_PARTS', default: '10000', meaning: 'most parts per multipart upload' },
+  { name: 'PGSHELF_GZIP_LEVEL', default: '6', meaning: 'gzip level 1-9' },
+  { name: 'PGSHELF_SCHEDULE', default: '0 2 * * *', meaning: 'cron expression for backups' },
+  { name: 'PGSHELF_TIMEZONE', default: 'UTC', meaning: 'time zone of the schedule and retention buckets' },
+  { name: 'PGSHELF_DRILL_SCHEDULE', default: 'none', meaning: 'cron expression for restore drills' },
+  { name: 'PGSHELF_KEEP_LAST', default: '7', meaning: 'keep the newest N backups' },
+  { name: 'PGSHELF_KEEP_DAILY', default: '7', meaning: 'keep the newest backup of each of N days' },
+  { name: 'PGSHELF_KEEP_WEEKLY', default: '4', meaning: '... of each of N weeks' },
+  { name: 'PGSHELF_KEEP_MONTHLY', default: '12', meaning: '... of each of N months' },
+  { name: 'PGSHELF_KEEP_YEARLY', default: '0', meaning: '... of each of N years' },
+  { name: 'PGSHELF_MIN_KEEP', default: '3', meaning: 'prune never leaves fewer backups than this' },
+  { name: 'PGSHELF_QUEUE_PREFIX', default: 'pgshelf', meaning: 'BullMQ key prefix' },
+  { name: 'PGSHELF_CONCURRENCY', default: '1', meaning: 'jobs one worker runs at once' },
+  { name: 'PGSHELF_ATTEMPTS', default: '3', meaning: 'tries per job for transient failures' },
+  { name: 'PGSHELF_RETRY_DELAY', default: '30', meaning: 'seconds before the first retry (then doubling)' },
+  { name: 'PGSHELF_SHUTDOWN_GRACE', default: '30', meaning: 'seconds a worker lets jobs finish after SIGTERM' },
+  { name: 'PGSHELF_HTTP_HOST', default: '127.0.0.1', meaning: '`pgshelf serve` address' },
+  { name: 'PGSHELF_HTTP_PORT', default: '9187', meaning: '`pgshelf serve` port' },
+  { name: 'PGSHELF_CONFIG', default: 'none', meaning: 'YAML file listing several databases' },
+  { name: 'PGSHELF_PG_BIN', default: 'auto', meaning: 'directory with pg_dump, psql and createdb' },
+  { name: 'PGSHELF_LOG_LEVEL', default: 'info', meaning: 'trace, debug, info, warn, error' },
+];
+
+function invalid(name: string, value: string, expected: string, example: string): ConfigError {
+  return new ConfigError(`${name}=${JSON.stringify(value)} is invalid: ${expected}, e.g. ${name}=${example}`);
+}
+
+function str(env: Env, name: string): string | undefined {
+  const v = env[name];
+  return v === undefined || v === '' ? undefined : v;
+}
+
+export function parseInteger(
+  env: Env,
+  name: string,
+  fallback: number,
+  min: number,
+  max: number,
+  example: string = String(fallback),
+): number {
+  const raw = str(env, name);
+  if (raw === undefined) return fallback;
+  const trimmed = raw.trim();
+  if (!/^\d+$/.test(trimmed)) throw invalid(name, raw, `expected a whole number from ${min} to ${max}`, example);
+  const n = Number(trimmed);
+  if (n < min || n > max) throw invalid(name, raw, `expected a whole number from ${min} to ${max}`, example);
+  return n;
+}
+
+/** DB_ECHO follows the published convention: `true`, `True` or `1` turn it on, and nothing else does. */
+export function parseDbEcho(raw: string | undefined): boolean {
+  if (raw === undefined) return false;
+  if (raw === 'true' || raw === 'True' || raw === '1') return true;
+  if (raw === '' || raw === 'false' || raw === 'False' || raw === '0') return false;
+  throw new ConfigError(
+    `DB_ECHO=${JSON.stringify(raw)} is not recognised: use true, True or 1 to log every SQL statement and ` +
+      `child command, or false, False or 0 (or leave it unset) for quiet, e.g. DB_ECHO=true`,
+  );
+}
+
+function parseBool(env: Env, name: string, fallback: boolean): boolean {
+  const raw = str(env, name);
+  if (raw === undefined) return fallback;
+  if (/^(true|1|yes)$/i.test(raw)) return true;
+  if (/^(false|0|no)$/i.test(raw)) return false;
+  throw invalid(name, raw, 'expected true or false', 'true');
+}
+
+export function parsePgSettings(env: Env, database: string): PgSettings {
+  const host = str(env, 'POSTGRES_HOST') ?? 'localhost';
+  if (/\s/.test(host.trim()) || host.trim() === '') {
+    throw invalid('POSTGRES_HOST', host, 'expected a host name or a UNIX socket directory', '/var/run/postgresql');
+  }
+  const port = parseInteger(env, 'POSTGRES_PORT', 5432, 1, 65535, '5432');
+  const user = str(env, 'POSTGRES_USER');
+  const password = str(env, 'POSTGRES_PASSWORD');
+  return Object.freeze({
+    host: host.trim(),
+    port,
+    database,
+    user,
+    password,
+    adminUser: str(env, 'POSTGRES_ADMIN_USER') ?? user,
+    adminPassword: str(env, 'POSTGRES_ADMIN_PASSWORD') ?? (str(env, 'POSTGRES_ADMIN_USER') ? undefined : password),
+  });
+}
+
+export function parseStorage(env: Env, cwd: string): StorageSettings {
+  const raw = str(env, 'PGSHELF_STORAGE') ?? 'file://./backups';
+  const example = 'file:///var/backups/pgshelf or PGSHELF_STORAGE=s3://my-bucket/pgshelf';
+  if (raw.startsWith('s3://')) {
+    const rest = raw.slice('s3://'.length);
+    const slash = rest.indexOf('/');
+    const bucket = slash === -1 ? rest : rest.slice(0, slash);
+    const prefix = slash === -1 ? '' : rest.slice(slash + 1).replace(/^\/+|\/+$/g, '');
+    if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) {
+      throw invalid('PGSHELF_STORAGE', raw, `"${bucket}" is not a valid S3 bucket name`, example);
+    }
+    const endpoint = str(env, 'S3_ENDPOINT');
+    if (endpoint !== undefined && !/^https?:\/\/[^/\s]+/.test(endpoint)) {
+      throw invalid('S3_ENDPOINT', endpoint, 'expected an http(s) URL', 'http://127.0.0.1:9000');
+    }
+    return Object.freeze({
+      kind: 's3',
+      url: `s3://${bucket}${prefix ? `/${prefix}` : ''}`,
+      bucket,
+      prefix,
+      endpoint,
+      region: str(env, 'S3_REGION') ?? str(env, 'AWS_REGION') ?? str(env, 'AWS_DEFAULT_REGION'),
+      forcePathStyle: parseBool(env, 'S3_FORCE_PATH_STYLE', endpoint !== undefined),
+      maxParts: parseInteger(env, 'PGSHELF_S3_MAX_PARTS', 10_000, 1, 10_000, '1000'),
+    });
+  }
+  let dir: string;
+  if (raw.startsWith('file://')) {
+    dir = raw.slice('file://'.length);
+    if (dir === '') throw invalid('PGSHELF_STORAGE', raw, 'file:// needs a folder', example);
+  } else if (/^[a-z][a-z0-9+.-]*:\/\//i.test(raw)) {
+    throw invalid('PGSHELF_STORAGE', raw, 'only file:// and s3:// storage are supported', example);
+  } else {
+    dir = raw; // a plain path is a folder too
+  }
+  const root = path.resolve(cwd, decodeURIComponent(dir));
+  return Object.freeze({ kind: 'file', url: `file://${root}`, root });
+}
+
+export function parseRetention(env: Env): Retention {
+  return Object.freeze({
+    keepLast: parseInteger(env, 'PGSHELF_KEEP_LAST', 7, 0, 100_000),
+    daily: parseInteger(env, 'PGSHELF_KEEP_DAILY', 7, 0, 100_000),
+    weekly: parseInteger(env, 'PGSHELF_KEEP_WEEKLY', 4, 0, 100_000),
+    monthly: parseInteger(env, 'PGSHELF_KEEP_MONTHLY', 12, 0, 100_000),
+    yearly: parseInteger(env, 'PGSHELF_KEEP_YEARLY', 0, 0, 100_000, '5'),
+    minKeep: parseInteger(env, 'PGSHELF_MIN_KEEP', 3, 1, 100_000),
+  });
+}
+
+export function validateTimezone(tz: string, where: string, example = 'Europe/Paris'): string {
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: tz });
+  } catch {
+    throw new ConfigError(`${where}=${JSON.stringify(tz)} is not a known IANA time zone, e.g. ${where}=${example}`);
+  }
+  return tz;
+}
+
+export interface LoadOptions {
+  /** Base for relative paths (default: process.cwd()). */
+  readonly cwd?: string;
+}
+
+/** Parses the environment into a frozen Config. Throws ConfigError naming the first bad setting. */
+export function loadConfig(env: Env = process.env, options: LoadOptions = {}): Config {
+  const cwd = options.cwd ?? process.cwd();
+  const defaultDatabase = str(env, 'POSTGRES_DB');
+  const configFile = str(env, 'PGSHELF_CONFIG');
+  if (defaultDatabase === undefined && configFile === undefined) {
+    throw new ConfigError(
+      'POSTGRES_DB is not set: set it to the database to back up, e.g. POSTGRES_DB=fractal_db ' +
+        '(or list databases in a YAML file named by PGSHELF_CONFIG)',
+    );
+  }
+  const timezone = validateTimezone(str(env, 'PGSHELF_TIMEZONE') ?? 'UTC', 'PGSHELF_TIMEZONE');
+  const schedule = str(env, 'PGSHELF_SCHEDULE') ?? '0 2 * * *';
+  const drillSchedule = str(env, 'PGSHELF_DRILL_SCHEDULE');
+  const retention = parseRetention(env);
+  const databases: DatabaseTarget[] = [];
+  if (defaultDatabase !== undefined) {
+    databases.push(
+      Object.freeze({
+        name: defaultDatabase,
+        postgres: parsePgSettings(env, defaultDatabase),
+        schedule,
+        timezone,
+        retention,
+        drillSchedule,
+      }),
+    );
+  }
+  const logLevel = str(env, 'PGSHELF_LOG_LEVEL') ?? 'info';
+  if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(logLevel)) {
+    throw invalid('PGSHELF_LOG_LEVEL', logLevel, 'expected trace, debug, info, warn, error or silent', 'info');
+  }
+  const redisUrl = str(env, 'REDIS_URL') ?? 'redis://127.0.0.1:6379';
+  if (!/^rediss?:\/\//.test(redisUrl)) {
+    throw invalid('REDIS_URL', redisUrl, 'expected a redis:// or rediss:// URL', 'redis://127.0.0.1:6379');
+  }
+  const queuePrefix = str(env, 'PGSHELF_QUEUE_PREFIX') ?? 'pgshelf';
+  if (!/^[A-Za-z0-9_.-]+$/.test(queuePrefix)) {
+    throw invalid('PGSHELF_QUEUE_PREFIX', queuePrefix, 'expected letters, digits, _ . or -', 'pgshelf-prod');
+  }
+  const pgBinDir = str(env, 'PGSHELF_PG_BIN');
+  return Object.freeze({
+    defaultDatabase,
+    databases: Object.freeze(databases),
+    dbEcho: parseDbEcho(env.DB_ECHO),
+    redisUrl,
+    storage: parseStorage(env, cwd),
+    gzipLevel: parseInteger(env, 'PGSHELF_GZIP_LEVEL', 6, 1, 9),
+    queuePrefix,
+    concurrency: parseInteger(env, 'PGSHELF_CONCURRENCY', 1, 1, 64, '2'),
+    attempts: parseInteger(env, 'PGSHELF_ATTEMPTS', 3, 1, 100),
+    retryDelayMs: parseInteger(env, 'PGSHELF_RETRY_DELAY', 30, 0, 86_400, '60') * 1000,
+    shutdownGraceMs: parseInteger(env, 'PGSHELF_SHUTDOWN_GRACE', 30, 0, 86_400, '60') * 1000,
+    http: Object.freeze({
+      host: str(env, 'PGSHELF_HTTP_HOST') ?? '127.0.0.1',
+      port: parseInteger(env, 'PGSHELF_HTTP_PORT', 9187, 0, 65535),
+    }),
+    configFile: configFile === undefined ? undefined : path.resolve(cwd, configFile),
+    pgBinDir: pgBinDir === undefined ? undefined : path.resolve(cwd, pgBinDir),
+    logLevel,
+    childEnv: Object.freeze({ ...env }),
+  });
+}
+
+/**
+ * The target for `--db NAME`: a database listed in the config, or the default connection pointed at NAME
+ * (same host, port and users).
+ */
+export function resolveTarget(config: Config, name?: string): DatabaseTarget {
+  if (name === undefined || name === '') {
+    const first = config.databases.find((d) => d.name === config.defaultDatabase) ?? config.databases[0];
+    if (!first) {
+      throw new ConfigError('no database given: pass --db NAME or set POSTGRES_DB, e.g. POSTGRES_DB=fractal_db');
+    }
+    return first;
+  }
+  const listed = config.databases.find((d) => d.name === name);
+  if (listed) return listed;
+  const base = config.databases.find((d) => d.name === config.defaultDatabase) ?? config.databases[0];
+  if (!base) {
+    throw new ConfigError(`database "${name}" is not listed in ${config.configFile ?? 'PGSHELF_CONFIG'}`);
+  }
+  return Object.freeze({ ...base, name, postgres: Object.freeze({ ...base.postgres, database: name }) });
+}

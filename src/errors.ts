@@ -1,0 +1,79 @@
+/**
+ * Named errors. Each says what went wrong and how to fix it. `recoverable === false` marks the ones that a retry
+ * cannot fix: the worker turns them into BullMQ's UnrecoverableError so the job fails at once instead of retrying.
+ */
+export class PgshelfError extends Error {
+  /** Whether retrying the same job could succeed (network blips, a server restart, a killed worker). */
+  readonly recoverable: boolean = true;
+  /** CLI exit code when this error ends a command. */
+  readonly exitCode: number = 1;
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** A setting or a command-line argument is missing or invalid. */
+export class ConfigError extends PgshelfError {
+  override readonly recoverable = false;
+  override readonly exitCode = 2;
+}
+
+/** pg_dump exited non-zero, was killed, or wrote nothing. */
+export class DumpFailedError extends PgshelfError {}
+
+/** psql or createdb failed during a restore. */
+export class RestoreFailedError extends PgshelfError {}
+
+/** The installed client tools cannot talk to the server (e.g. pg_dump older than the server). */
+export class VersionMismatchError extends PgshelfError {
+  override readonly recoverable = false;
+}
+
+/** A required client program (pg_dump, psql, createdb) was not found. */
+export class ToolNotFoundError extends PgshelfError {
+  override readonly recoverable = false;
+}
+
+/** The database to back up does not exist. */
+export class DatabaseNotFoundError extends PgshelfError {
+  override readonly recoverable = false;
+}
+
+/** A restore target already exists: pgshelf never overwrites a database it did not create. */
+export class TargetExistsError extends PgshelfError {
+  override readonly recoverable = false;
+}
+
+/** No backup matches the requested id, or the database has no backups. */
+export class BackupNotFoundError extends PgshelfError {
+  override readonly recoverable = false;
+}
+
+/** An archive's bytes do not match its manifest. */
+export class ChecksumMismatchError extends PgshelfError {
+  override readonly recoverable = false;
+}
+
+/** An archive could not be read to the end (truncated or corrupt gzip). */
+export class CorruptArchiveError extends PgshelfError {
+  override readonly recoverable = false;
+}
+
+/** Storage could not be reached or refused a request. Usually transient. */
+export class StorageError extends PgshelfError {}
+
+/** The job was aborted (shutdown, cancellation). */
+export class AbortedError extends PgshelfError {
+  constructor(message = 'the job was aborted', options?: ErrorOptions) {
+    super(message, options);
+  }
+}
+
+export function isRecoverable(err: unknown): boolean {
+  return !(err instanceof PgshelfError) || err.recoverable;
+}
+
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

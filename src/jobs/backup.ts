@@ -1,0 +1,228 @@
+import { Transform, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGzip } from 'node:zlib';
+import { resolveTarget } from '../config.js';
+import { AbortedError, DumpFailedError, PgshelfError, StorageError } from '../errors.js';
+import { MANIFEST_FORMAT, MANIFEST_VERSION, writeManifest, type Manifest } from '../manifest.js';
+import { describeExit, spawnChild, type Child } from '../postgres/child.js';
+import { childEnv, connectionArgs } from '../postgres/connection.js';
+import { inspectDatabase } from '../postgres/server.js';
+import { findTool } from '../postgres/tools.js';
+import { backupKeys, newBackupId } from '../storage/layout.js';
+import { throttle, type JobContext, type JobDeps } from './context.js';
+import { CopyRowCounter, DigestStream } from './streams.js';
+
+export interface BackupInput {
+  /** Database to back up; default: POSTGRES_DB. */
+  readonly database?: string;
+  /** Dump without ownership and privileges (restorable under any owner). */
+  readonly noOwner?: boolean;
+}
+
+export interface BackupResult {
+  readonly id: string;
+  readonly database: string;
+  readonly archiveKey: string;
+  readonly manifestKey: string;
+  readonly archiveLocation: string;
+  readonly manifestLocation: string;
+  readonly bytes: number;
+  readonly uncompressedBytes: number;
+  readonly sha256: string;
+  readonly durationMs: number;
+  readonly tables: number;
+  readonly rows: number;
+}
+
+/** The marker pg_dump writes at the very end of a plain dump; its absence means the dump was cut short. */
+const DUMP_COMPLETE = '-- PostgreSQL database dump complete';
+
+/**
+ * Quotes a value for a libpq connection string. pg_dump treats a --dbname containing '=' as a connection
+ * string, so the name always goes in as `dbname='...'` and any database name is taken literally.
+ */
+export function conninfoDbname(name: string): string {
+  return `dbname='${name.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+}
+
+/**
+ * pg_dump's stdout on its way to gzip: counts bytes and COPY rows, and holds back the end of the stream until
+ * pg_dump has exited. Only a dump that exited 0, is non-empty and ends with pg_dump's completion marker lets the
+ * stream end; anything else errors it, so the upload is aborted instead of committed.
+ */
+class DumpGate extends Transform {
+  bytes = 0;
+  readonly rows = new CopyRowCounter();
+  private tail = '';
+
+  constructor(private readonly child: Child) {
+    super({ highWaterMark: 1 << 20 });
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, callback: TransformCallback): void {
+    this.bytes += chunk.length;
+    this.rows.push(chunk);
+    this.tail = (this.tail + chunk.toString('latin1', Math.max(0, chunk.length - 512))).slice(-512);
+    callback(null, chunk);
+  }
+
+  override _flush(callback: TransformCallback): void {
+    this.child.exited.then((status) => {
+      if (status.code !== 0) {
+        const stderr = this.child.stderr.text(15);
+        callback(new DumpFailedError(`pg_dump ${describeExit(status)}${stderr ? `:\n${stderr}` : ''}`));
+      } else if (this.bytes === 0) {
+        callback(new DumpFailedError('pg_dump exited 0 but wrote nothing'));
+      } else if (!this.tail.includes(DUMP_COMPLETE)) {
+        callback(new DumpFailedError(`pg_dump's output ended without "${DUMP_COMPLETE}": the dump is incomplete`));
+      } else {
+        callback();
+      }
+    }, callback);
+  }
+}
+
+export function createBackupJob(deps: JobDeps) {
+  const now = deps.now ?? (() => new Date());
+  return async function backup(input: BackupInput, ctx: JobContext): Promise<BackupResult> {
+    const { config, storage } = deps;
+    const log = ctx.logger;
+    const target = resolveTarget(config, input.database);
+    const pg = target.postgres;
+    const echo = { echo: config.dbEcho, logger: log };
+    if (ctx.signal.aborted) throw new AbortedError();
+
+    const server = await inspectDatabase(pg, echo);
+    const pgDump = await findTool('pg_dump', server.major, { binDir: config.pgBinDir, env: config.childEnv });
+    const startedAt = now();
+    const id = newBackupId();
+    const keys = backupKeys(target.name, startedAt, id);
+    log.info(
+      { database: target.name, id, key: keys.archive, server: server.version, pgDump: pgDump.version },
+      'backup started',
+    );
+
+    const args = [...connectionArgs(pg), '--no-password', '--format=plain'];
+    if (input.noOwner) args.push('--no-owner', '--no-privileges');
+    args.push(`--dbname=${conninfoDbname(pg.database)}`);
+
+    const abort = new AbortController();
+    const onAbort = (): void => abort.abort(ctx.signal.reason);
+    ctx.signal.addEventListener('abort', onAbort, { once: true });
+    const child = spawnChild(pgDump.path, args, {
+      env: childEnv(config.childEnv, pg),
+      logger: log,
+      echo: config.dbEcho,
+      signal: abort.signal,
+    });
+    const gate = new DumpGate(child);
+    const digest = new DigestStream({ highWaterMark: 1 << 20 });
+    const writer = storage.createWriter(keys.archive, { sizeHint: server.databaseSize, contentType: 'application/gzip' });
+    const t0 = Date.now();
+    const report = throttle(ctx.progress);
+    const progress = (force = false): void => {
+      const elapsedMs = Date.now() - t0;
+      report(
+        {
+          phase: 'dump',
+          bytesIn: gate.bytes,
+          bytesOut: digest.bytes,
+          elapsedMs,
+          rate: elapsedMs > 0 ? (gate.bytes * 1000) / elapsedMs : 0,
+        },
+        force,
+      );
+    };
+    const ticker = setInterval(progress, 1000);
+
+    try {
+      if (!child.process.stdout) throw new DumpFailedError('pg_dump has no stdout');
+      await pipeline(
+        child.process.stdout,
+        gate,
+        createGzip({ level: config.gzipLevel, chunkSize: 128 * 1024 }),
+        digest,
+        writer.stream,
+        { signal: abort.signal },
+      );
+      progress(true);
+      await writer.commit();
+    } catch (err) {
+      abort.abort(err);
+      child.kill();
+      await writer.abort();
+      await child.exited;
+      throw explainBackupFailure(err, child, ctx.signal);
+    } finally {
+      clearInterval(ticker);
+      ctx.signal.removeEventListener('abort', onAbort);
+    }
+
+    const finishedAt = now();
+    const tables = gate.rows.toJSON();
+    const manifest: Manifest = {
+      format: MANIFEST_FORMAT,
+      formatVersion: MANIFEST_VERSION,
+      id,
+      database: target.name,
+      host: pg.host,
+      port: pg.port,
+      serverVersion: server.version,
+      serverVersionNum: server.versionNum,
+      pgDumpVersion: pgDump.version,
+      pgDumpPath: pgDump.path,
+      dumpOptions: { noOwner: input.noOwner === true, noPrivileges: input.noOwner === true },
+      compression: { format: 'gzip', level: config.gzipLevel },
+      encryption: null,
+      archive: { key: keys.archive, bytes: digest.bytes, sha256: digest.sha256 },
+      uncompressedBytes: gate.bytes,
+      databaseSize: server.databaseSize,
+      startedAt: startedAt.toISOString(),
+      finishedAt: finishedAt.toISOString(),
+      durationMs: finishedAt.getTime() - startedAt.getTime(),
+      tables,
+      drill: null,
+      drills: [],
+    };
+    try {
+      // The manifest is the commit mark: written last, and only for a complete archive.
+      await writeManifest(storage, keys.manifest, manifest);
+    } catch (err) {
+      await storage.deleteMany([keys.manifest, keys.archive]).catch(() => undefined);
+      throw err;
+    }
+    const rows = Object.values(tables).reduce((a, b) => a + b, 0);
+    log.info(
+      { database: target.name, id, bytes: digest.bytes, uncompressed: gate.bytes, ms: manifest.durationMs, rows },
+      'backup finished',
+    );
+    return {
+      id,
+      database: target.name,
+      archiveKey: keys.archive,
+      manifestKey: keys.manifest,
+      archiveLocation: storage.locate(keys.archive),
+      manifestLocation: storage.locate(keys.manifest),
+      bytes: digest.bytes,
+      uncompressedBytes: gate.bytes,
+      sha256: digest.sha256,
+      durationMs: manifest.durationMs,
+      tables: Object.keys(tables).length,
+      rows,
+    };
+  };
+}
+
+/** The most useful error for a failed pipeline: pg_dump's own stderr beats a downstream "premature close". */
+function explainBackupFailure(err: unknown, child: Child, signal: AbortSignal): Error {
+  if (signal.aborted) {
+    return new AbortedError(`backup aborted: ${String((signal.reason as Error | undefined)?.message ?? signal.reason)}`);
+  }
+  if (err instanceof PgshelfError) return err;
+  const stderr = child.stderr.text(15);
+  if (stderr) return new DumpFailedError(`pg_dump failed:\n${stderr}`, { cause: err });
+  if (err instanceof Error && /S3|storage|ENOSPC|EACCES/i.test(err.message)) {
+    return new StorageError(`writing the archive failed: ${err.message}`, { cause: err });
+  }
+  return err instanceof Error ? err : new Error(String(err));
+}

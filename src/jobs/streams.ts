@@ -1,0 +1,125 @@
+import { createHash, type Hash } from 'node:crypto';
+import { Transform, type TransformCallback } from 'node:stream';
+
+/** Passes bytes through unchanged while counting them and hashing them with SHA-256. */
+export class DigestStream extends Transform {
+  bytes = 0;
+  private readonly hash: Hash = createHash('sha256');
+  private hex: string | undefined;
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, callback: TransformCallback): void {
+    this.bytes += chunk.length;
+    this.hash.update(chunk);
+    callback(null, chunk);
+  }
+
+  /** The hex digest; valid once the stream has ended. */
+  get sha256(): string {
+    this.hex ??= this.hash.digest('hex');
+    return this.hex;
+  }
+}
+
+const NL = 0x0a;
+const MAX_HEADER_LINE = 1 << 20;
+
+/**
+ * Counts the rows of each `COPY <table> (...) FROM stdin;` block of a plain-format dump as it streams by: in COPY
+ * text format every row is exactly one line (newlines inside values are escaped) and `\.` ends the block. The
+ * counts come from the dump itself, so they match its snapshot exactly and cost the database nothing.
+ * Memory is bounded: at most one header line is held, never a row.
+ */
+export class CopyRowCounter {
+  readonly tables = new Map<string, number>();
+  private inCopy = false;
+  private table = '';
+  private rows = 0;
+  /** Partial line carried between chunks while outside a COPY block (headers are short). */
+  private carry: Buffer[] = [];
+  private carryLength = 0;
+  /** In a COPY block: the first bytes of the current line (enough to recognise `\.`), and its length so far. */
+  private lineHead = '';
+  private lineLength = 0;
+
+  push(chunk: Buffer): void {
+    let pos = 0;
+    while (pos < chunk.length) {
+      const nl = chunk.indexOf(NL, pos);
+      const end = nl === -1 ? chunk.length : nl;
+      if (this.inCopy) {
+        if (this.lineLength < 3) this.lineHead += chunk.toString('latin1', pos, Math.min(end, pos + 3 - this.lineLength));
+        this.lineLength += end - pos;
+        if (nl === -1) return;
+        if (this.lineLength === 2 && this.lineHead === '\\.') {
+          this.tables.set(this.table, (this.tables.get(this.table) ?? 0) + this.rows);
+          this.inCopy = false;
+        } else {
+          this.rows++;
+        }
+        this.lineHead = '';
+        this.lineLength = 0;
+      } else {
+        if (nl === -1) {
+          if (this.carryLength < MAX_HEADER_LINE) {
+            this.carry.push(chunk.subarray(pos));
+            this.carryLength += chunk.length - pos;
+          }
+          return;
+        }
+        let line: Buffer = chunk.subarray(pos, end);
+        if (this.carry.length > 0) {
+          line = Buffer.concat([...this.carry, line]);
+          this.carry = [];
+          this.carryLength = 0;
+        }
+        if (line.length > 5 && line[0] === 0x43 /* C */ && line.subarray(0, 5).toString('latin1') === 'COPY ') {
+          const name = parseCopyTarget(line.toString('utf8'));
+          if (name !== undefined) {
+            this.inCopy = true;
+            this.table = name;
+            this.rows = 0;
+          }
+        }
+      }
+      pos = end + 1;
+    }
+  }
+
+  toJSON(): Record<string, number> {
+    return Object.fromEntries([...this.tables.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  }
+}
+
+/**
+ * The table of a `COPY schema.table (cols) FROM stdin;` line, as pg_dump printed it (quoted where needed), so
+ * it can be used verbatim in SQL. Undefined for anything else.
+ */
+export function parseCopyTarget(line: string): string | undefined {
+  if (!line.startsWith('COPY ') || !line.endsWith(' FROM stdin;')) return undefined;
+  let i = 5;
+  const start = i;
+  // A qualified name: identifiers separated by '.', each plain or "quoted" (with "" for a quote).
+  for (;;) {
+    if (line[i] === '"') {
+      i++;
+      while (i < line.length) {
+        if (line[i] === '"') {
+          if (line[i + 1] === '"') i += 2;
+          else break;
+        } else i++;
+      }
+      if (line[i] !== '"') return undefined;
+      i++;
+    } else {
+      const m = /^[^\s."(]+/.exec(line.slice(i));
+      if (!m) return undefined;
+      i += m[0].length;
+    }
+    if (line[i] === '.') {
+      i++;
+      continue;
+    }
+    break;
+  }
+  return line.slice(start, i);
+}

@@ -1,0 +1,87 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import type { Logger } from '../logger.js';
+
+/** Keeps the last `maxBytes` of a stream's text, for error messages. Memory stays bounded however much is written. */
+export class TailBuffer {
+  private chunks: Buffer[] = [];
+  private size = 0;
+  constructor(private readonly maxBytes = 16 * 1024) {}
+
+  push(chunk: Buffer): void {
+    this.chunks.push(chunk);
+    this.size += chunk.length;
+    while (this.size > this.maxBytes && this.chunks.length > 1) {
+      const dropped = this.chunks.shift();
+      this.size -= dropped?.length ?? 0;
+    }
+  }
+
+  /** The last `lines` non-empty lines. */
+  lines(lines = 20): string[] {
+    let text = Buffer.concat(this.chunks).toString('utf8');
+    if (this.size > this.maxBytes) text = text.slice(-this.maxBytes);
+    return text
+      .split('\n')
+      .map((l) => l.trimEnd())
+      .filter((l) => l !== '')
+      .slice(-lines);
+  }
+
+  text(lines = 20): string {
+    return this.lines(lines).join('\n');
+  }
+}
+
+export interface ExitStatus {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+}
+
+export interface Child {
+  readonly process: ChildProcess;
+  readonly stderr: TailBuffer;
+  /** Resolves when the process has exited (never rejects; a spawn error resolves with code -1 and the error). */
+  readonly exited: Promise<ExitStatus & { error?: Error }>;
+  kill(): void;
+}
+
+export interface SpawnOptions {
+  readonly env: NodeJS.ProcessEnv;
+  readonly logger?: Logger;
+  readonly echo?: boolean;
+  readonly stdin?: 'pipe' | 'ignore';
+  readonly stdout?: 'pipe' | 'ignore';
+  readonly signal?: AbortSignal;
+}
+
+/** Spawns a program with an argument array (never a shell). stderr is captured into a bounded tail. */
+export function spawnChild(command: string, args: string[], options: SpawnOptions): Child {
+  if (options.echo) options.logger?.info({ argv: [command, ...args] }, 'exec');
+  const child = spawn(command, args, {
+    env: options.env,
+    stdio: [options.stdin ?? 'ignore', options.stdout ?? 'pipe', 'pipe'],
+  });
+  const stderr = new TailBuffer();
+  child.stderr?.on('data', (chunk: Buffer) => stderr.push(chunk));
+  const exited = new Promise<ExitStatus & { error?: Error }>((resolve) => {
+    let spawnError: Error | undefined;
+    child.once('error', (error) => {
+      spawnError = error;
+      // 'close' may never come when spawn itself failed.
+      if (child.pid === undefined) resolve({ code: -1, signal: null, error });
+    });
+    child.once('close', (code, signal) => resolve({ code, signal, ...(spawnError ? { error: spawnError } : {}) }));
+  });
+  const kill = (): void => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+  };
+  options.signal?.addEventListener('abort', kill, { once: true });
+  void exited.then(() => options.signal?.removeEventListener('abort', kill));
+  return { process: child, stderr, exited, kill };
+}
+
+export function describeExit(status: ExitStatus & { error?: Error }): string {
+  if (status.error) return status.error.message;
+  if (status.signal) return `was killed by ${status.signal}`;
+  return `exited with code ${status.code}`;
+}

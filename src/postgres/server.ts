@@ -1,0 +1,60 @@
+import { DatabaseNotFoundError, PgshelfError } from '../errors.js';
+import type { PgSettings } from '../config.js';
+import { withDb, type QueryOptions } from './connection.js';
+import { serverMajor } from './tools.js';
+
+export interface ServerInfo {
+  /** e.g. "15.19 (Debian 15.19-0+deb12u1)" */
+  readonly version: string;
+  readonly versionNum: number;
+  readonly major: number;
+  /** pg_database_size(), bytes on disk. */
+  readonly databaseSize: number;
+}
+
+interface PgError {
+  code?: string;
+  message?: string;
+}
+
+/** Turns a pg connection error into a message that says what to check. */
+export function describeConnectError(err: unknown, settings: PgSettings, database: string): Error {
+  const e = err as PgError;
+  const where = `${settings.host}:${settings.port}`;
+  if (e.code === '3D000') {
+    return new DatabaseNotFoundError(
+      `database "${database}" does not exist on ${where}: check POSTGRES_DB (or --db), e.g. POSTGRES_DB=fractal_db`,
+      { cause: err },
+    );
+  }
+  if (e.code === '28P01' || e.code === '28000') {
+    return new PgshelfError(
+      `PostgreSQL at ${where} refused user "${settings.user ?? '(default)'}": ${e.message ?? ''}. ` +
+        'Check POSTGRES_USER and POSTGRES_PASSWORD',
+      { cause: err },
+    );
+  }
+  return new PgshelfError(
+    `cannot connect to PostgreSQL at ${where} (database "${database}"): ${e.message ?? String(err)}. ` +
+      'Check POSTGRES_HOST and POSTGRES_PORT and that the server is running',
+    { cause: err },
+  );
+}
+
+export async function inspectDatabase(settings: PgSettings, options: QueryOptions = {}): Promise<ServerInfo> {
+  const database = options.database ?? settings.database;
+  try {
+    return await withDb(settings, options, async (db) => {
+      const [row] = await db.query<{ version: string; num: string; size: string }>(
+        `SELECT current_setting('server_version') AS version, current_setting('server_version_num') AS num,
+                pg_database_size(current_database())::text AS size`,
+      );
+      if (!row) throw new PgshelfError('the server returned no version');
+      const versionNum = Number(row.num);
+      return { version: row.version, versionNum, major: serverMajor(versionNum), databaseSize: Number(row.size) };
+    });
+  } catch (err) {
+    if (err instanceof PgshelfError) throw err;
+    throw describeConnectError(err, settings, database);
+  }
+}

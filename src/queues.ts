@@ -1,0 +1,39 @@
+import { Queue, QueueEvents, type ConnectionOptions, type JobsOptions } from 'bullmq';
+import type { Config } from './config.js';
+
+/** One queue per kind of job, all under PGSHELF_QUEUE_PREFIX. */
+export const JOB_KINDS = ['backup', 'restore', 'prune', 'drill'] as const;
+export type JobKind = (typeof JOB_KINDS)[number];
+
+/** BullMQ connection options from REDIS_URL. Workers need maxRetriesPerRequest: null (blocking commands). */
+export function redisConnection(config: Config): ConnectionOptions {
+  const url = new URL(config.redisUrl);
+  const db = url.pathname.length > 1 ? Number(url.pathname.slice(1)) : 0;
+  return {
+    host: url.hostname || '127.0.0.1',
+    port: url.port ? Number(url.port) : 6379,
+    ...(url.username ? { username: decodeURIComponent(url.username) } : {}),
+    ...(url.password ? { password: decodeURIComponent(url.password) } : {}),
+    ...(Number.isInteger(db) ? { db } : {}),
+    ...(url.protocol === 'rediss:' ? { tls: {} } : {}),
+    maxRetriesPerRequest: null,
+  };
+}
+
+/** Retries with exponential backoff; finished jobs are kept a while for `pgshelf` and the dashboard. */
+export function defaultJobOptions(config: Config, kind: JobKind): JobsOptions {
+  return {
+    attempts: kind === 'prune' ? 1 : config.attempts,
+    backoff: { type: 'exponential', delay: config.retryDelayMs },
+    removeOnComplete: { age: 30 * 24 * 3600, count: 1000 },
+    removeOnFail: { age: 90 * 24 * 3600, count: 5000 },
+  };
+}
+
+export function createQueue(config: Config, kind: JobKind, connection = redisConnection(config)): Queue {
+  return new Queue(kind, { connection, prefix: config.queuePrefix, defaultJobOptions: defaultJobOptions(config, kind) });
+}
+
+export function createQueueEvents(config: Config, kind: JobKind, connection = redisConnection(config)): QueueEvents {
+  return new QueueEvents(kind, { connection, prefix: config.queuePrefix });
+}

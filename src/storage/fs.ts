@@ -1,0 +1,184 @@
+import { randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream, mkdirSync } from 'node:fs';
+import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { StorageError } from '../errors.js';
+import {
+  newRequestCounts,
+  type IncompleteUpload,
+  type ObjectInfo,
+  type ObjectWriter,
+  type Storage,
+  type WriteOptions,
+} from './storage.js';
+
+const PARTIAL = '.partial';
+
+/** Local-folder storage: write to a hidden temp name, fsync, rename; readers never see a half-written file. */
+export class FsStorage implements Storage {
+  readonly url: string;
+  readonly requests = newRequestCounts();
+
+  constructor(readonly root: string) {
+    this.url = `file://${root}`;
+  }
+
+  private file(key: string): string {
+    const file = path.resolve(this.root, ...key.split('/'));
+    if (file !== this.root && !file.startsWith(this.root + path.sep)) {
+      throw new StorageError(`key ${JSON.stringify(key)} points outside the storage folder ${this.root}`);
+    }
+    return file;
+  }
+
+  locate(key: string): string {
+    return this.file(key);
+  }
+
+  createWriter(key: string, _options: WriteOptions = {}): ObjectWriter {
+    const final = this.file(key);
+    const temp = path.join(path.dirname(final), `.${path.basename(final)}.${randomBytes(4).toString('hex')}${PARTIAL}`);
+    this.requests.put++;
+    // Sync mkdir: once per backup, and the stream must be able to open its file on first write.
+    mkdirSync(path.dirname(final), { recursive: true });
+    const stream = createWriteStream(temp, { flags: 'wx', mode: 0o600, highWaterMark: 1 << 20 });
+    let settled = false;
+    return {
+      stream,
+      commit: async () => {
+        if (settled) throw new StorageError(`writer for ${key} already finished`);
+        settled = true;
+        const handle = await open(temp, 'r');
+        try {
+          await handle.sync();
+        } finally {
+          await handle.close();
+        }
+        await rename(temp, final);
+        await syncDir(path.dirname(final));
+      },
+      abort: async () => {
+        if (settled) return;
+        settled = true;
+        stream.destroy();
+        await rm(temp, { force: true });
+      },
+    };
+  }
+
+  async putObject(key: string, body: string | Buffer): Promise<void> {
+    const final = this.file(key);
+    await mkdir(path.dirname(final), { recursive: true });
+    const temp = path.join(path.dirname(final), `.${path.basename(final)}.${randomBytes(4).toString('hex')}${PARTIAL}`);
+    this.requests.put++;
+    const handle = await open(temp, 'wx', 0o600);
+    try {
+      await handle.writeFile(body);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(temp, final);
+    await syncDir(path.dirname(final));
+  }
+
+  async getObject(key: string): Promise<Buffer | undefined> {
+    this.requests.get++;
+    try {
+      return await readFile(this.file(key));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+
+  async openRead(key: string, options: { signal?: AbortSignal } = {}): Promise<Readable> {
+    const file = this.file(key);
+    this.requests.get++;
+    // Open eagerly so that a missing file is an error here, not later mid-pipeline.
+    const handle = await open(file, 'r').catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') throw new StorageError(`${file} does not exist`, { cause: err });
+      throw err;
+    });
+    return createReadStream('', { fd: handle, highWaterMark: 1 << 20, signal: options.signal });
+  }
+
+  async stat(key: string): Promise<ObjectInfo | undefined> {
+    this.requests.head++;
+    try {
+      const s = await stat(this.file(key));
+      return s.isFile() ? { key, size: s.size, lastModified: s.mtime } : undefined;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    this.requests.list++;
+    for (const { key, partial } of await this.walk(prefix)) {
+      if (partial) continue;
+      const info = await stat(this.file(key)).catch(() => undefined);
+      if (info?.isFile()) yield { key, size: info.size, lastModified: info.mtime };
+    }
+  }
+
+  /** All files under the folder that holds `prefix`, whose key starts with `prefix`, sorted by key. */
+  private async walk(prefix: string): Promise<{ key: string; partial: boolean }[]> {
+    const slash = prefix.lastIndexOf('/');
+    const dirKey = slash === -1 ? '' : prefix.slice(0, slash);
+    const dir = dirKey === '' ? this.root : this.file(dirKey);
+    let entries: string[];
+    try {
+      entries = (await readdir(dir, { recursive: true })) as string[];
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    }
+    const out: { key: string; partial: boolean }[] = [];
+    for (const rel of entries) {
+      const key = (dirKey === '' ? '' : dirKey + '/') + rel.split(path.sep).join('/');
+      if (!key.startsWith(prefix)) continue;
+      const name = path.basename(rel);
+      out.push({ key, partial: name.startsWith('.') && name.endsWith(PARTIAL) });
+    }
+    return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  }
+
+  async deleteMany(keys: readonly string[]): Promise<void> {
+    for (const key of keys) {
+      this.requests.delete++;
+      await rm(this.file(key), { force: true });
+    }
+  }
+
+  async *listIncomplete(prefix: string): AsyncIterable<IncompleteUpload> {
+    for (const { key, partial } of await this.walk(prefix)) {
+      if (!partial) continue;
+      const info = await stat(this.file(key)).catch(() => undefined);
+      if (!info) continue;
+      const name = path.basename(key);
+      const target = name.slice(1, name.length - PARTIAL.length).replace(/\.[0-9a-f]{8}$/, '');
+      yield { key: key.slice(0, key.length - name.length) + target, uploadId: key, initiated: info.mtime };
+    }
+  }
+
+  async abortIncomplete(upload: IncompleteUpload): Promise<void> {
+    this.requests.delete++;
+    await rm(this.file(upload.uploadId), { force: true });
+  }
+
+  async close(): Promise<void> {}
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } catch {
+    // Some file systems cannot fsync a directory; the rename is still atomic there.
+  } finally {
+    await handle.close();
+  }
+}

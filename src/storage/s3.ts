@@ -1,0 +1,303 @@
+import {
+  AbortMultipartUploadCommand,
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListMultipartUploadsCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  type S3ClientConfig,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { PassThrough, Readable } from 'node:stream';
+import { StorageError } from '../errors.js';
+import {
+  newRequestCounts,
+  type IncompleteUpload,
+  type ObjectInfo,
+  type ObjectWriter,
+  type Storage,
+  type WriteOptions,
+} from './storage.js';
+
+const MiB = 1024 * 1024;
+export const MIN_PART_SIZE = 5 * MiB;
+export const MAX_PART_SIZE = 5 * 1024 * MiB;
+/** Budget for part buffers in flight; bigger parts mean fewer of them at once so memory stays flat. */
+const PART_BUFFER_BUDGET = 64 * MiB;
+
+/**
+ * Part size for a stream expected to be about `expectedBytes` long: the smallest whole number of MiB (at least
+ * 5 MiB) that fits twice the expectation into `maxParts` parts, so a dump larger than expected still fits.
+ */
+export function partSizeFor(expectedBytes: number, maxParts: number): number {
+  const needed = Math.ceil((Math.max(0, expectedBytes) * 2) / Math.max(1, maxParts));
+  const size = Math.max(MIN_PART_SIZE, Math.ceil(needed / MiB) * MiB);
+  return Math.min(size, MAX_PART_SIZE);
+}
+
+/** How many parts lib-storage may buffer and send at once for a given part size. */
+export function queueSizeFor(partSize: number): number {
+  return Math.max(1, Math.min(4, Math.floor(PART_BUFFER_BUDGET / partSize)));
+}
+
+export interface S3Options {
+  readonly bucket: string;
+  readonly prefix: string;
+  readonly endpoint?: string | undefined;
+  readonly region?: string | undefined;
+  readonly forcePathStyle: boolean;
+  readonly maxParts: number;
+  /** Extra client settings (credentials in tests). */
+  readonly clientConfig?: S3ClientConfig;
+}
+
+function httpStatus(err: unknown): number | undefined {
+  return (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+}
+
+/** S3 or any S3-compatible service. Streams go up as multipart uploads through lib-storage. */
+export class S3Storage implements Storage {
+  readonly url: string;
+  readonly requests = newRequestCounts();
+  readonly client: S3Client;
+  private readonly prefix: string;
+
+  constructor(private readonly options: S3Options) {
+    this.prefix = options.prefix ? `${options.prefix}/` : '';
+    this.url = `s3://${options.bucket}${options.prefix ? `/${options.prefix}` : ''}`;
+    this.client = new S3Client({
+      ...(options.endpoint ? { endpoint: options.endpoint } : {}),
+      region: options.region ?? (options.endpoint ? 'us-east-1' : undefined),
+      forcePathStyle: options.forcePathStyle,
+      // Non-AWS services (MinIO, R2, Scaleway, s3rver) reject or mangle the SDK's default CRC checksums.
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      ...options.clientConfig,
+    });
+  }
+
+  private full(key: string): string {
+    return this.prefix + key;
+  }
+
+  private relative(fullKey: string): string {
+    return fullKey.startsWith(this.prefix) ? fullKey.slice(this.prefix.length) : fullKey;
+  }
+
+  locate(key: string): string {
+    return `s3://${this.options.bucket}/${this.full(key)}`;
+  }
+
+  private fail(action: string, key: string, err: unknown): StorageError {
+    const status = httpStatus(err);
+    const detail = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+    return new StorageError(
+      `S3 ${action} ${this.locate(key)} failed${status ? ` (HTTP ${status})` : ''}: ${detail}. ` +
+        'Check PGSHELF_STORAGE, S3_ENDPOINT and the AWS credentials',
+      { cause: err },
+    );
+  }
+
+  createWriter(key: string, options: WriteOptions = {}): ObjectWriter {
+    const partSize = partSizeFor(options.sizeHint ?? 0, this.options.maxParts);
+    const body = new PassThrough({ highWaterMark: 1 << 20 });
+    const upload = new Upload({
+      client: this.client,
+      params: {
+        Bucket: this.options.bucket,
+        Key: this.full(key),
+        Body: body,
+        ContentType: options.contentType ?? 'application/gzip',
+      },
+      partSize,
+      queueSize: queueSizeFor(partSize),
+      leavePartsOnError: false,
+    });
+    this.requests.multipart++;
+    // Started now so that bytes flow as they are written; observed here so an early failure is never unhandled.
+    const done = upload.done();
+    let failure: unknown;
+    done.catch((err: unknown) => {
+      failure = err;
+      body.destroy(err instanceof Error ? err : new Error(String(err)));
+    });
+    let settled = false;
+    return {
+      stream: body,
+      commit: async () => {
+        if (settled) throw new StorageError(`writer for ${key} already finished`);
+        settled = true;
+        try {
+          await done;
+        } catch (err) {
+          throw this.fail('upload', key, failure ?? err);
+        }
+      },
+      abort: async () => {
+        if (settled) return;
+        settled = true;
+        body.destroy();
+        // abort() stops the part uploads and sends AbortMultipartUpload for an upload that was started.
+        await upload.abort().catch(() => undefined);
+        await done.catch(() => undefined);
+      },
+    };
+  }
+
+  async putObject(key: string, body: string | Buffer, contentType = 'application/json'): Promise<void> {
+    this.requests.put++;
+    try {
+      await this.client.send(
+        new PutObjectCommand({
+          Bucket: this.options.bucket,
+          Key: this.full(key),
+          Body: body,
+          ContentType: contentType,
+        }),
+      );
+    } catch (err) {
+      throw this.fail('put', key, err);
+    }
+  }
+
+  async getObject(key: string): Promise<Buffer | undefined> {
+    this.requests.get++;
+    try {
+      const out = await this.client.send(new GetObjectCommand({ Bucket: this.options.bucket, Key: this.full(key) }));
+      if (!out.Body) return Buffer.alloc(0);
+      return Buffer.from(await out.Body.transformToByteArray());
+    } catch (err) {
+      if (httpStatus(err) === 404 || (err as Error).name === 'NoSuchKey') return undefined;
+      throw this.fail('get', key, err);
+    }
+  }
+
+  async openRead(key: string, options: { signal?: AbortSignal } = {}): Promise<Readable> {
+    this.requests.get++;
+    try {
+      const out = await this.client.send(new GetObjectCommand({ Bucket: this.options.bucket, Key: this.full(key) }), {
+        abortSignal: options.signal,
+      });
+      if (!(out.Body instanceof Readable)) throw new StorageError(`S3 returned no stream for ${this.locate(key)}`);
+      return out.Body;
+    } catch (err) {
+      if (err instanceof StorageError) throw err;
+      throw this.fail('get', key, err);
+    }
+  }
+
+  async stat(key: string): Promise<ObjectInfo | undefined> {
+    this.requests.head++;
+    try {
+      const out = await this.client.send(new HeadObjectCommand({ Bucket: this.options.bucket, Key: this.full(key) }));
+      return { key, size: out.ContentLength ?? 0, lastModified: out.LastModified ?? new Date(0) };
+    } catch (err) {
+      if (httpStatus(err) === 404 || (err as Error).name === 'NotFound') return undefined;
+      throw this.fail('head', key, err);
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    let token: string | undefined;
+    do {
+      this.requests.list++;
+      let out;
+      try {
+        out = await this.client.send(
+          new ListObjectsV2Command({
+            Bucket: this.options.bucket,
+            Prefix: this.full(prefix),
+            ContinuationToken: token,
+            MaxKeys: 1000,
+          }),
+        );
+      } catch (err) {
+        throw this.fail('list', prefix, err);
+      }
+      for (const o of out.Contents ?? []) {
+        if (!o.Key) continue;
+        yield { key: this.relative(o.Key), size: o.Size ?? 0, lastModified: o.LastModified ?? new Date(0) };
+      }
+      token = out.IsTruncated ? out.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  async deleteMany(keys: readonly string[]): Promise<void> {
+    for (let i = 0; i < keys.length; i += 1000) {
+      const batch = keys.slice(i, i + 1000);
+      this.requests.delete++;
+      let out;
+      try {
+        out = await this.client.send(
+          new DeleteObjectsCommand({
+            Bucket: this.options.bucket,
+            Delete: { Objects: batch.map((k) => ({ Key: this.full(k) })), Quiet: true },
+          }),
+        );
+      } catch (err) {
+        throw this.fail('delete', batch[0] ?? '', err);
+      }
+      const errors = (out.Errors ?? []).filter((e) => e.Code !== 'NoSuchKey');
+      if (errors.length > 0) {
+        const first = errors[0];
+        throw new StorageError(
+          `S3 refused to delete ${errors.length} of ${batch.length} objects, e.g. ${first?.Key ?? '?'}: ` +
+            `${first?.Code ?? ''} ${first?.Message ?? ''}`,
+        );
+      }
+    }
+  }
+
+  async *listIncomplete(prefix: string): AsyncIterable<IncompleteUpload> {
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    do {
+      this.requests.list++;
+      let out;
+      try {
+        out = await this.client.send(
+          new ListMultipartUploadsCommand({
+            Bucket: this.options.bucket,
+            Prefix: this.full(prefix),
+            KeyMarker: keyMarker,
+            UploadIdMarker: uploadIdMarker,
+          }),
+        );
+      } catch (err) {
+        throw this.fail('list multipart uploads', prefix, err);
+      }
+      for (const u of out.Uploads ?? []) {
+        if (!u.Key || !u.UploadId) continue;
+        yield { key: this.relative(u.Key), uploadId: u.UploadId, initiated: u.Initiated ?? new Date(0) };
+      }
+      if (out.IsTruncated) {
+        keyMarker = out.NextKeyMarker;
+        uploadIdMarker = out.NextUploadIdMarker;
+      } else {
+        keyMarker = undefined;
+      }
+    } while (keyMarker);
+  }
+
+  async abortIncomplete(upload: IncompleteUpload): Promise<void> {
+    this.requests.delete++;
+    try {
+      await this.client.send(
+        new AbortMultipartUploadCommand({
+          Bucket: this.options.bucket,
+          Key: this.full(upload.key),
+          UploadId: upload.uploadId,
+        }),
+      );
+    } catch (err) {
+      if (httpStatus(err) === 404) return;
+      throw this.fail('abort multipart upload', upload.key, err);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.client.destroy();
+  }
+}

@@ -1,0 +1,66 @@
+import type { Readable, Writable } from 'node:stream';
+
+export interface ObjectInfo {
+  readonly key: string;
+  readonly size: number;
+  readonly lastModified: Date;
+}
+
+export interface IncompleteUpload {
+  readonly key: string;
+  readonly uploadId: string;
+  readonly initiated: Date;
+}
+
+/**
+ * A streaming write. Bytes written to `stream` are not visible under the key until `commit()` resolves;
+ * `abort()` removes every trace (the temp file, the multipart upload). Exactly one of the two must be called.
+ */
+export interface ObjectWriter {
+  readonly stream: Writable;
+  commit(): Promise<void>;
+  abort(): Promise<void>;
+}
+
+export interface WriteOptions {
+  /** Best guess of the final size, used to size multipart parts. */
+  readonly sizeHint?: number;
+  readonly contentType?: string;
+}
+
+/** Requests made so far, by kind (for benchmarks and tests that check no request is wasted). */
+export interface RequestCounts {
+  list: number;
+  get: number;
+  head: number;
+  put: number;
+  delete: number;
+  multipart: number;
+}
+
+/** Where backups live. Keys are relative to the storage URL's folder or prefix and use '/'. */
+export interface Storage {
+  readonly url: string;
+  readonly requests: RequestCounts;
+  createWriter(key: string, options?: WriteOptions): ObjectWriter;
+  /** Writes a small object atomically (manifests). */
+  putObject(key: string, body: string | Buffer, contentType?: string): Promise<void>;
+  /** Reads a small object; undefined when it does not exist. */
+  getObject(key: string): Promise<Buffer | undefined>;
+  openRead(key: string, options?: { signal?: AbortSignal }): Promise<Readable>;
+  stat(key: string): Promise<ObjectInfo | undefined>;
+  /** Every object under `prefix` (recursively), in key order. */
+  list(prefix: string): AsyncIterable<ObjectInfo>;
+  /** Deletes keys, in as few requests as the backend allows. Missing keys are not an error. */
+  deleteMany(keys: readonly string[]): Promise<void>;
+  /** Multipart uploads (or temp files) left behind by writers that never committed nor aborted. */
+  listIncomplete(prefix: string): AsyncIterable<IncompleteUpload>;
+  abortIncomplete(upload: IncompleteUpload): Promise<void>;
+  /** A location a human or another tool can use: an absolute path or an s3:// URL. */
+  locate(key: string): string;
+  close(): Promise<void>;
+}
+
+export function newRequestCounts(): RequestCounts {
+  return { list: 0, get: 0, head: 0, put: 0, delete: 0, multipart: 0 };
+}
