@@ -56,7 +56,15 @@ export type StorageSettings =
       readonly forcePathStyle: boolean;
       /** Most parts a multipart upload may have (10,000 on AWS; some providers allow fewer). */
       readonly maxParts: number;
+      /** Static credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY; otherwise the SDK's default chain. */
+      readonly credentials: S3Credentials | undefined;
     };
+
+export interface S3Credentials {
+  readonly accessKeyId: string;
+  readonly secretAccessKey: string;
+  readonly sessionToken?: string;
+}
 
 export interface Config {
   /** The default database (POSTGRES_*), or undefined when only PGSHELF_CONFIG lists databases. */
@@ -95,10 +103,18 @@ export const SETTINGS: readonly SettingDoc[] = [
   { name: 'POSTGRES_HOST', default: 'localhost', meaning: 'host name, or a UNIX socket directory' },
   { name: 'POSTGRES_PORT', default: '5432', meaning: 'port' },
   { name: 'POSTGRES_USER', default: 'libpq default', meaning: 'user that dumps and owns restored databases' },
-  { name: 'POSTGRES_PASSWORD', default: 'none', meaning: 'its password (given to child processes by env only)' },
+  {
+    name: 'POSTGRES_PASSWORD',
+    default: 'none',
+    meaning: 'its password (given to child processes by env only)',
+  },
   { name: 'POSTGRES_ADMIN_USER', default: 'POSTGRES_USER', meaning: 'user that runs createdb for restores' },
   { name: 'POSTGRES_ADMIN_PASSWORD', default: 'POSTGRES_PASSWORD', meaning: 'its password' },
-  { name: 'DB_ECHO', default: 'false', meaning: '`true`, `True` or `1`: log SQL statements and child commands' },
+  {
+    name: 'DB_ECHO',
+    default: 'false',
+    meaning: '`true`, `True` or `1`: log SQL statements and child commands',
+  },
   { name: 'REDIS_URL', default: 'redis://127.0.0.1:6379', meaning: 'BullMQ connection' },
   { name: 'PGSHELF_STORAGE', default: 'file://./backups', meaning: '`file:///path` or `s3://bucket/prefix`' },
   { name: 'S3_ENDPOINT', default: 'AWS', meaning: 'endpoint of an S3-compatible service' },
@@ -119,7 +135,11 @@ export const SETTINGS: readonly SettingDoc[] = [
   { name: 'PGSHELF_CONCURRENCY', default: '1', meaning: 'jobs one worker runs at once' },
   { name: 'PGSHELF_ATTEMPTS', default: '3', meaning: 'tries per job for transient failures' },
   { name: 'PGSHELF_RETRY_DELAY', default: '30', meaning: 'seconds before the first retry (then doubling)' },
-  { name: 'PGSHELF_SHUTDOWN_GRACE', default: '30', meaning: 'seconds a worker lets jobs finish after SIGTERM' },
+  {
+    name: 'PGSHELF_SHUTDOWN_GRACE',
+    default: '30',
+    meaning: 'seconds a worker lets jobs finish after SIGTERM',
+  },
   { name: 'PGSHELF_HTTP_HOST', default: '127.0.0.1', meaning: '`pgshelf serve` address' },
   { name: 'PGSHELF_HTTP_PORT', default: '9187', meaning: '`pgshelf serve` port' },
   { name: 'PGSHELF_CONFIG', default: 'none', meaning: 'YAML file listing several databases' },
@@ -147,7 +167,8 @@ export function parseInteger(
   const raw = str(env, name);
   if (raw === undefined) return fallback;
   const trimmed = raw.trim();
-  if (!/^\d+$/.test(trimmed)) throw invalid(name, raw, `expected a whole number from ${min} to ${max}`, example);
+  if (!/^\d+$/.test(trimmed))
+    throw invalid(name, raw, `expected a whole number from ${min} to ${max}`, example);
   const n = Number(trimmed);
   if (n < min || n > max) throw invalid(name, raw, `expected a whole number from ${min} to ${max}`, example);
   return n;
@@ -175,7 +196,12 @@ function parseBool(env: Env, name: string, fallback: boolean): boolean {
 export function parsePgSettings(env: Env, database: string): PgSettings {
   const host = str(env, 'POSTGRES_HOST') ?? 'localhost';
   if (/\s/.test(host.trim()) || host.trim() === '') {
-    throw invalid('POSTGRES_HOST', host, 'expected a host name or a UNIX socket directory', '/var/run/postgresql');
+    throw invalid(
+      'POSTGRES_HOST',
+      host,
+      'expected a host name or a UNIX socket directory',
+      '/var/run/postgresql',
+    );
   }
   const port = parseInteger(env, 'POSTGRES_PORT', 5432, 1, 65535, '5432');
   const user = str(env, 'POSTGRES_USER');
@@ -187,8 +213,24 @@ export function parsePgSettings(env: Env, database: string): PgSettings {
     user,
     password,
     adminUser: str(env, 'POSTGRES_ADMIN_USER') ?? user,
-    adminPassword: str(env, 'POSTGRES_ADMIN_PASSWORD') ?? (str(env, 'POSTGRES_ADMIN_USER') ? undefined : password),
+    adminPassword:
+      str(env, 'POSTGRES_ADMIN_PASSWORD') ?? (str(env, 'POSTGRES_ADMIN_USER') ? undefined : password),
   });
+}
+
+function s3Credentials(env: Env): S3Credentials | undefined {
+  const accessKeyId = str(env, 'AWS_ACCESS_KEY_ID');
+  const secretAccessKey = str(env, 'AWS_SECRET_ACCESS_KEY');
+  if (accessKeyId === undefined && secretAccessKey === undefined) return undefined;
+  if (accessKeyId === undefined || secretAccessKey === undefined) {
+    throw new ConfigError(
+      `${accessKeyId === undefined ? 'AWS_ACCESS_KEY_ID' : 'AWS_SECRET_ACCESS_KEY'} is not set but its pair is: ` +
+        'set both (e.g. AWS_ACCESS_KEY_ID=minioadmin AWS_SECRET_ACCESS_KEY=minioadmin) or neither, to use the ' +
+        "AWS SDK's default credential chain (profiles, instance roles)",
+    );
+  }
+  const sessionToken = str(env, 'AWS_SESSION_TOKEN');
+  return Object.freeze({ accessKeyId, secretAccessKey, ...(sessionToken ? { sessionToken } : {}) });
 }
 
 export function parseStorage(env: Env, cwd: string): StorageSettings {
@@ -215,6 +257,7 @@ export function parseStorage(env: Env, cwd: string): StorageSettings {
       region: str(env, 'S3_REGION') ?? str(env, 'AWS_REGION') ?? str(env, 'AWS_DEFAULT_REGION'),
       forcePathStyle: parseBool(env, 'S3_FORCE_PATH_STYLE', endpoint !== undefined),
       maxParts: parseInteger(env, 'PGSHELF_S3_MAX_PARTS', 10_000, 1, 10_000, '1000'),
+      credentials: s3Credentials(env),
     });
   }
   let dir: string;
@@ -245,7 +288,9 @@ export function validateTimezone(tz: string, where: string, example = 'Europe/Pa
   try {
     new Intl.DateTimeFormat('en-US', { timeZone: tz });
   } catch {
-    throw new ConfigError(`${where}=${JSON.stringify(tz)} is not a known IANA time zone, e.g. ${where}=${example}`);
+    throw new ConfigError(
+      `${where}=${JSON.stringify(tz)} is not a known IANA time zone, e.g. ${where}=${example}`,
+    );
   }
   return tz;
 }
@@ -285,7 +330,12 @@ export function loadConfig(env: Env = process.env, options: LoadOptions = {}): C
   }
   const logLevel = str(env, 'PGSHELF_LOG_LEVEL') ?? 'info';
   if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(logLevel)) {
-    throw invalid('PGSHELF_LOG_LEVEL', logLevel, 'expected trace, debug, info, warn, error or silent', 'info');
+    throw invalid(
+      'PGSHELF_LOG_LEVEL',
+      logLevel,
+      'expected trace, debug, info, warn, error or silent',
+      'info',
+    );
   }
   const redisUrl = str(env, 'REDIS_URL') ?? 'redis://127.0.0.1:6379';
   if (!/^rediss?:\/\//.test(redisUrl)) {
@@ -327,7 +377,9 @@ export function resolveTarget(config: Config, name?: string): DatabaseTarget {
   if (name === undefined || name === '') {
     const first = config.databases.find((d) => d.name === config.defaultDatabase) ?? config.databases[0];
     if (!first) {
-      throw new ConfigError('no database given: pass --db NAME or set POSTGRES_DB, e.g. POSTGRES_DB=fractal_db');
+      throw new ConfigError(
+        'no database given: pass --db NAME or set POSTGRES_DB, e.g. POSTGRES_DB=fractal_db',
+      );
     }
     return first;
   }

@@ -17,7 +17,8 @@ export const REDACT_PATHS = [
 
 /** JSON lines on stderr, so that stdout stays free for `--json` documents. */
 export function createLogger(level = 'info', destination: number | NodeJS.WritableStream = 2): Logger {
-  const stream = typeof destination === 'number' ? pino.destination({ fd: destination, sync: true }) : destination;
+  const stream =
+    typeof destination === 'number' ? pino.destination({ fd: destination, sync: true }) : destination;
   return pino(
     {
       level,

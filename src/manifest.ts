@@ -62,7 +62,12 @@ export function parseManifest(text: string, key: string): Manifest {
     throw new PgshelfError(`manifest ${key} is not valid JSON: ${(err as Error).message}`);
   }
   const o = m as Partial<Manifest>;
-  if (o.format !== MANIFEST_FORMAT || typeof o.id !== 'string' || !o.archive || typeof o.archive.key !== 'string') {
+  if (
+    o.format !== MANIFEST_FORMAT ||
+    typeof o.id !== 'string' ||
+    !o.archive ||
+    typeof o.archive.key !== 'string'
+  ) {
     throw new PgshelfError(`${key} is not a pgshelf manifest (format ${JSON.stringify(o.format)})`);
   }
   if ((o.formatVersion ?? 0) > MANIFEST_VERSION) {
@@ -132,12 +137,16 @@ export async function findBackup(
     found = backups[0];
     if (!found) throw new BackupNotFoundError(`no backups in ${where}: run \`pgshelf backup\` first`);
   } else {
-    found = backups.find((b) => b.id === idOrLatest || b.base.endsWith(`/${idOrLatest}`) || b.base.endsWith(`_${idOrLatest}`));
+    found = backups.find(
+      (b) => b.id === idOrLatest || b.base.endsWith(`/${idOrLatest}`) || b.base.endsWith(`_${idOrLatest}`),
+    );
     if (!found) {
       const recent = backups.slice(0, 3).map((b) => b.id);
       throw new BackupNotFoundError(
         `backup ${JSON.stringify(idOrLatest)} not found in ${where}` +
-          (recent.length ? `; the newest are ${recent.join(', ')} (see \`pgshelf list\`)` : ': there are no backups'),
+          (recent.length
+            ? `; the newest are ${recent.join(', ')} (see \`pgshelf list\`)`
+            : ': there are no backups'),
       );
     }
   }

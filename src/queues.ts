@@ -31,9 +31,17 @@ export function defaultJobOptions(config: Config, kind: JobKind): JobsOptions {
 }
 
 export function createQueue(config: Config, kind: JobKind, connection = redisConnection(config)): Queue {
-  return new Queue(kind, { connection, prefix: config.queuePrefix, defaultJobOptions: defaultJobOptions(config, kind) });
+  return new Queue(kind, {
+    connection,
+    prefix: config.queuePrefix,
+    defaultJobOptions: defaultJobOptions(config, kind),
+  });
 }
 
-export function createQueueEvents(config: Config, kind: JobKind, connection = redisConnection(config)): QueueEvents {
+export function createQueueEvents(
+  config: Config,
+  kind: JobKind,
+  connection = redisConnection(config),
+): QueueEvents {
   return new QueueEvents(kind, { connection, prefix: config.queuePrefix });
 }

@@ -13,7 +13,9 @@ export class ProgressLine {
 
   static describe(p: Progress): string {
     const pct =
-      p.totalBytes && p.totalBytes > 0 ? ` ${Math.min(100, (100 * p.bytesIn) / p.totalBytes).toFixed(1)}%` : '';
+      p.totalBytes && p.totalBytes > 0
+        ? ` ${Math.min(100, (100 * p.bytesIn) / p.totalBytes).toFixed(1)}%`
+        : '';
     const verb = p.phase === 'dump' ? 'dumped' : 'read';
     return (
       `${p.phase}:${pct} ${verb} ${formatBytes(p.bytesIn)}${p.totalBytes ? ` of ${formatBytes(p.totalBytes)}` : ''}` +

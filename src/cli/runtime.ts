@@ -55,7 +55,11 @@ export class Runtime {
    * Runs a job: in this process (`--in-process`), or on the queue, waiting for a worker to finish it while
    * showing its progress (default), or returning at once with the job id (`--no-wait`).
    */
-  async submit<R>(kind: JobKind, input: object, options: SubmitOptions): Promise<{ jobId?: string; result?: R }> {
+  async submit<R>(
+    kind: JobKind,
+    input: object,
+    options: SubmitOptions,
+  ): Promise<{ jobId?: string; result?: R }> {
     const progress = new ProgressLine(process.stderr, !options.json || process.stderr.isTTY);
     if (options.inProcess) {
       const run = createJobs({ config: this.config, storage: this.storage, logger: this.logger })[kind];
@@ -100,7 +104,8 @@ export class Runtime {
         );
       }
       const onProgress = ({ jobId, data }: { jobId: string; data: unknown }): void => {
-        if (jobId === job.id && data && typeof data === 'object' && 'phase' in data) progress.update(data as Progress);
+        if (jobId === job.id && data && typeof data === 'object' && 'phase' in data)
+          progress.update(data as Progress);
       };
       events.on('progress', onProgress);
       try {
@@ -108,7 +113,10 @@ export class Runtime {
         return { jobId: job.id, result };
       } catch (err) {
         const failed = job.id ? await Job.fromId(queue, job.id) : undefined;
-        throw new CommandFailed(`${kind} job ${job.id} failed: ${failed?.failedReason ?? errorMessage(err)}`, 1);
+        throw new CommandFailed(
+          `${kind} job ${job.id} failed: ${failed?.failedReason ?? errorMessage(err)}`,
+          1,
+        );
       } finally {
         events.off('progress', onProgress);
         progress.done();

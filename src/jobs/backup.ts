@@ -74,7 +74,9 @@ class DumpGate extends Transform {
       } else if (this.bytes === 0) {
         callback(new DumpFailedError('pg_dump exited 0 but wrote nothing'));
       } else if (!this.tail.includes(DUMP_COMPLETE)) {
-        callback(new DumpFailedError(`pg_dump's output ended without "${DUMP_COMPLETE}": the dump is incomplete`));
+        callback(
+          new DumpFailedError(`pg_dump's output ended without "${DUMP_COMPLETE}": the dump is incomplete`),
+        );
       } else {
         callback();
       }
@@ -117,7 +119,10 @@ export function createBackupJob(deps: JobDeps) {
     });
     const gate = new DumpGate(child);
     const digest = new DigestStream({ highWaterMark: 1 << 20 });
-    const writer = storage.createWriter(keys.archive, { sizeHint: server.databaseSize, contentType: 'application/gzip' });
+    const writer = storage.createWriter(keys.archive, {
+      sizeHint: server.databaseSize,
+      contentType: 'application/gzip',
+    });
     const t0 = Date.now();
     const report = throttle(ctx.progress);
     const progress = (force = false): void => {
@@ -193,7 +198,14 @@ export function createBackupJob(deps: JobDeps) {
     }
     const rows = Object.values(tables).reduce((a, b) => a + b, 0);
     log.info(
-      { database: target.name, id, bytes: digest.bytes, uncompressed: gate.bytes, ms: manifest.durationMs, rows },
+      {
+        database: target.name,
+        id,
+        bytes: digest.bytes,
+        uncompressed: gate.bytes,
+        ms: manifest.durationMs,
+        rows,
+      },
       'backup finished',
     );
     return {
@@ -216,7 +228,9 @@ export function createBackupJob(deps: JobDeps) {
 /** The most useful error for a failed pipeline: pg_dump's own stderr beats a downstream "premature close". */
 function explainBackupFailure(err: unknown, child: Child, signal: AbortSignal): Error {
   if (signal.aborted) {
-    return new AbortedError(`backup aborted: ${String((signal.reason as Error | undefined)?.message ?? signal.reason)}`);
+    return new AbortedError(
+      `backup aborted: ${String((signal.reason as Error | undefined)?.message ?? signal.reason)}`,
+    );
   }
   if (err instanceof PgshelfError) return err;
   const stderr = child.stderr.text(15);

@@ -32,7 +32,10 @@ export interface JobContext {
 }
 
 /** Calls `report` at most every `intervalMs`, and once more at the end when forced. */
-export function throttle<T>(report: (value: T) => void, intervalMs = 1000): (value: T, force?: boolean) => void {
+export function throttle<T>(
+  report: (value: T) => void,
+  intervalMs = 1000,
+): (value: T, force?: boolean) => void {
   let last = 0;
   return (value, force = false) => {
     const now = Date.now();

@@ -47,7 +47,8 @@ export class CopyRowCounter {
       const nl = chunk.indexOf(NL, pos);
       const end = nl === -1 ? chunk.length : nl;
       if (this.inCopy) {
-        if (this.lineLength < 3) this.lineHead += chunk.toString('latin1', pos, Math.min(end, pos + 3 - this.lineLength));
+        if (this.lineLength < 3)
+          this.lineHead += chunk.toString('latin1', pos, Math.min(end, pos + 3 - this.lineLength));
         this.lineLength += end - pos;
         if (nl === -1) return;
         if (this.lineLength === 2 && this.lineHead === '\\.') {
@@ -72,7 +73,11 @@ export class CopyRowCounter {
           this.carry = [];
           this.carryLength = 0;
         }
-        if (line.length > 5 && line[0] === 0x43 /* C */ && line.subarray(0, 5).toString('latin1') === 'COPY ') {
+        if (
+          line.length > 5 &&
+          line[0] === 0x43 /* C */ &&
+          line.subarray(0, 5).toString('latin1') === 'COPY '
+        ) {
           const name = parseCopyTarget(line.toString('utf8'));
           if (name !== undefined) {
             this.inCopy = true;

@@ -70,7 +70,9 @@ export function spawnChild(command: string, args: string[], options: SpawnOption
       // 'close' may never come when spawn itself failed.
       if (child.pid === undefined) resolve({ code: -1, signal: null, error });
     });
-    child.once('close', (code, signal) => resolve({ code, signal, ...(spawnError ? { error: spawnError } : {}) }));
+    child.once('close', (code, signal) =>
+      resolve({ code, signal, ...(spawnError ? { error: spawnError } : {}) }),
+    );
   });
   const kill = (): void => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');

@@ -5,7 +5,10 @@ import type { Logger } from '../logger.js';
 
 export type Role = 'user' | 'admin';
 
-function roleUser(settings: PgSettings, role: Role): { user: string | undefined; password: string | undefined } {
+function roleUser(
+  settings: PgSettings,
+  role: Role,
+): { user: string | undefined; password: string | undefined } {
   return role === 'admin'
     ? { user: settings.adminUser, password: settings.adminPassword }
     : { user: settings.user, password: settings.password };
@@ -25,7 +28,11 @@ export function connectionArgs(settings: PgSettings, role: Role = 'user'): strin
  */
 export function childEnv(base: Env, settings: PgSettings, role: Role = 'user'): NodeJS.ProcessEnv {
   const { password } = roleUser(settings, role);
-  const env: NodeJS.ProcessEnv = { ...base, PGAPPNAME: 'pgshelf', PGCONNECT_TIMEOUT: base.PGCONNECT_TIMEOUT ?? '15' };
+  const env: NodeJS.ProcessEnv = {
+    ...base,
+    PGAPPNAME: 'pgshelf',
+    PGCONNECT_TIMEOUT: base.PGCONNECT_TIMEOUT ?? '15',
+  };
   if (password !== undefined) env.PGPASSWORD = password;
   return env;
 }
@@ -67,7 +74,10 @@ export class Db {
     return new Db(client, options);
   }
 
-  async query<R extends pg.QueryResultRow = pg.QueryResultRow>(sql: string, params: unknown[] = []): Promise<R[]> {
+  async query<R extends pg.QueryResultRow = pg.QueryResultRow>(
+    sql: string,
+    params: unknown[] = [],
+  ): Promise<R[]> {
     if (this.options.echo) this.options.logger?.info({ sql, params }, 'sql');
     const result = await this.client.query<R>(sql, params);
     return result.rows;
@@ -78,7 +88,11 @@ export class Db {
   }
 }
 
-export async function withDb<T>(settings: PgSettings, options: QueryOptions, fn: (db: Db) => Promise<T>): Promise<T> {
+export async function withDb<T>(
+  settings: PgSettings,
+  options: QueryOptions,
+  fn: (db: Db) => Promise<T>,
+): Promise<T> {
   const db = await Db.connect(settings, options);
   try {
     return await fn(db);

@@ -51,7 +51,12 @@ export async function inspectDatabase(settings: PgSettings, options: QueryOption
       );
       if (!row) throw new PgshelfError('the server returned no version');
       const versionNum = Number(row.num);
-      return { version: row.version, versionNum, major: serverMajor(versionNum), databaseSize: Number(row.size) };
+      return {
+        version: row.version,
+        versionNum,
+        major: serverMajor(versionNum),
+        databaseSize: Number(row.size),
+      };
     });
   } catch (err) {
     if (err instanceof PgshelfError) throw err;

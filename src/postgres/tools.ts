@@ -41,7 +41,10 @@ async function executable(file: string): Promise<boolean> {
   }
 }
 
-async function versionOf(file: string, env: NodeJS.ProcessEnv): Promise<{ version: string; major: number } | undefined> {
+async function versionOf(
+  file: string,
+  env: NodeJS.ProcessEnv,
+): Promise<{ version: string; major: number } | undefined> {
   try {
     const { stdout } = await execFileAsync(file, ['--version'], { env, timeout: 10_000 });
     return parseToolVersion(stdout);

@@ -38,7 +38,10 @@ export class FsStorage implements Storage {
 
   createWriter(key: string, _options: WriteOptions = {}): ObjectWriter {
     const final = this.file(key);
-    const temp = path.join(path.dirname(final), `.${path.basename(final)}.${randomBytes(4).toString('hex')}${PARTIAL}`);
+    const temp = path.join(
+      path.dirname(final),
+      `.${path.basename(final)}.${randomBytes(4).toString('hex')}${PARTIAL}`,
+    );
     this.requests.put++;
     // Sync mkdir: once per backup, and the stream must be able to open its file on first write.
     mkdirSync(path.dirname(final), { recursive: true });
@@ -70,7 +73,10 @@ export class FsStorage implements Storage {
   async putObject(key: string, body: string | Buffer): Promise<void> {
     const final = this.file(key);
     await mkdir(path.dirname(final), { recursive: true });
-    const temp = path.join(path.dirname(final), `.${path.basename(final)}.${randomBytes(4).toString('hex')}${PARTIAL}`);
+    const temp = path.join(
+      path.dirname(final),
+      `.${path.basename(final)}.${randomBytes(4).toString('hex')}${PARTIAL}`,
+    );
     this.requests.put++;
     const handle = await open(temp, 'wx', 0o600);
     try {
@@ -131,7 +137,7 @@ export class FsStorage implements Storage {
     const dir = dirKey === '' ? this.root : this.file(dirKey);
     let entries: string[];
     try {
-      entries = (await readdir(dir, { recursive: true })) as string[];
+      entries = await readdir(dir, { recursive: true });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw err;

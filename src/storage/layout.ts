@@ -27,7 +27,10 @@ export function decodeSegment(segment: string): string {
 
 /** 2026-11-25T03:43:23.456Z -> 20261125T034323Z */
 export function formatTimestamp(date: Date): string {
-  return date.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}Z$/, 'Z');
+  return date
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d{3}Z$/, 'Z');
 }
 
 export function parseTimestamp(ts: string): Date | undefined {
@@ -51,7 +54,11 @@ export function backupKeys(database: string, startedAt: Date, id: string, encryp
   const db = encodeSegment(database);
   const iso = startedAt.toISOString();
   const base = `${db}/${iso.slice(0, 4)}/${iso.slice(5, 7)}/${db}_${formatTimestamp(startedAt)}_${id}`;
-  return { base, archive: base + (encrypted ? ENCRYPTED_SUFFIX : ARCHIVE_SUFFIX), manifest: base + MANIFEST_SUFFIX };
+  return {
+    base,
+    archive: base + (encrypted ? ENCRYPTED_SUFFIX : ARCHIVE_SUFFIX),
+    manifest: base + MANIFEST_SUFFIX,
+  };
 }
 
 /** Folder (key prefix, with trailing slash) that holds all of one database's backups. */
@@ -68,7 +75,8 @@ export interface ParsedKey {
   readonly base: string;
 }
 
-const KEY_RE = /^(.+)\/(\d{4})\/(\d{2})\/(.+)_(\d{8}T\d{6}Z)_([0-9a-f]{8})(\.sql\.gz\.age|\.sql\.gz|\.manifest\.json)$/;
+const KEY_RE =
+  /^(.+)\/(\d{4})\/(\d{2})\/(.+)_(\d{8}T\d{6}Z)_([0-9a-f]{8})(\.sql\.gz\.age|\.sql\.gz|\.manifest\.json)$/;
 
 /** Parses a key written by backupKeys; undefined for anything else (foreign files are left alone). */
 export function parseKey(key: string): ParsedKey | undefined {

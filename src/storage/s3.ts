@@ -11,6 +11,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { PassThrough, Readable } from 'node:stream';
+import type { S3Credentials } from '../config.js';
 import { StorageError } from '../errors.js';
 import {
   newRequestCounts,
@@ -49,6 +50,7 @@ export interface S3Options {
   readonly region?: string | undefined;
   readonly forcePathStyle: boolean;
   readonly maxParts: number;
+  readonly credentials?: S3Credentials | undefined;
   /** Extra client settings (credentials in tests). */
   readonly clientConfig?: S3ClientConfig;
 }
@@ -71,6 +73,8 @@ export class S3Storage implements Storage {
       ...(options.endpoint ? { endpoint: options.endpoint } : {}),
       region: options.region ?? (options.endpoint ? 'us-east-1' : undefined),
       forcePathStyle: options.forcePathStyle,
+      // A copy: the SDK annotates the credentials object it is given, and ours is frozen.
+      ...(options.credentials ? { credentials: { ...options.credentials } } : {}),
       // Non-AWS services (MinIO, R2, Scaleway, s3rver) reject or mangle the SDK's default CRC checksums.
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
@@ -165,7 +169,9 @@ export class S3Storage implements Storage {
   async getObject(key: string): Promise<Buffer | undefined> {
     this.requests.get++;
     try {
-      const out = await this.client.send(new GetObjectCommand({ Bucket: this.options.bucket, Key: this.full(key) }));
+      const out = await this.client.send(
+        new GetObjectCommand({ Bucket: this.options.bucket, Key: this.full(key) }),
+      );
       if (!out.Body) return Buffer.alloc(0);
       return Buffer.from(await out.Body.transformToByteArray());
     } catch (err) {
@@ -177,10 +183,14 @@ export class S3Storage implements Storage {
   async openRead(key: string, options: { signal?: AbortSignal } = {}): Promise<Readable> {
     this.requests.get++;
     try {
-      const out = await this.client.send(new GetObjectCommand({ Bucket: this.options.bucket, Key: this.full(key) }), {
-        abortSignal: options.signal,
-      });
-      if (!(out.Body instanceof Readable)) throw new StorageError(`S3 returned no stream for ${this.locate(key)}`);
+      const out = await this.client.send(
+        new GetObjectCommand({ Bucket: this.options.bucket, Key: this.full(key) }),
+        {
+          abortSignal: options.signal,
+        },
+      );
+      if (!(out.Body instanceof Readable))
+        throw new StorageError(`S3 returned no stream for ${this.locate(key)}`);
       return out.Body;
     } catch (err) {
       if (err instanceof StorageError) throw err;
@@ -191,7 +201,9 @@ export class S3Storage implements Storage {
   async stat(key: string): Promise<ObjectInfo | undefined> {
     this.requests.head++;
     try {
-      const out = await this.client.send(new HeadObjectCommand({ Bucket: this.options.bucket, Key: this.full(key) }));
+      const out = await this.client.send(
+        new HeadObjectCommand({ Bucket: this.options.bucket, Key: this.full(key) }),
+      );
       return { key, size: out.ContentLength ?? 0, lastModified: out.LastModified ?? new Date(0) };
     } catch (err) {
       if (httpStatus(err) === 404 || (err as Error).name === 'NotFound') return undefined;
@@ -297,7 +309,8 @@ export class S3Storage implements Storage {
     }
   }
 
-  async close(): Promise<void> {
+  close(): Promise<void> {
     this.client.destroy();
+    return Promise.resolve();
   }
 }

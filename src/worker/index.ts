@@ -43,7 +43,9 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
           signal: abort.signal,
           logger: log,
           progress: (p) => {
-            job.updateProgress({ ...p }).catch((err: unknown) => log.debug({ err }, 'progress update failed'));
+            job
+              .updateProgress({ ...p })
+              .catch((err: unknown) => log.debug({ err }, 'progress update failed'));
           },
         });
       } catch (err) {
@@ -67,7 +69,10 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
     worker.on('error', (err) => logger.error({ err: errorMessage(err), queue: kind }, 'worker error'));
     return worker;
   });
-  logger.info({ queues: kinds, concurrency: config.concurrency, prefix: config.queuePrefix }, 'worker started');
+  logger.info(
+    { queues: kinds, concurrency: config.concurrency, prefix: config.queuePrefix },
+    'worker started',
+  );
 
   const abortAll = (reason = 'worker shutting down'): void => {
     for (const controller of running.values()) controller.abort(new Error(reason));

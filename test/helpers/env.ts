@@ -43,5 +43,8 @@ export function s3Env(bucket: string, prefix = 'backups', endpoint = inject('s3E
 }
 
 export function testConfig(env: Env, cwd?: string): Config {
-  return loadConfig({ ...baseEnv(), PGSHELF_QUEUE_PREFIX: uniquePrefix(), PGSHELF_RETRY_DELAY: '1', ...env }, { cwd });
+  return loadConfig(
+    { ...baseEnv(), PGSHELF_QUEUE_PREFIX: uniquePrefix(), PGSHELF_RETRY_DELAY: '1', ...env },
+    { cwd },
+  );
 }

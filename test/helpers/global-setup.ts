@@ -62,16 +62,16 @@ export default async function setup(project: TestProject): Promise<() => Promise
     ['Redis', 6379],
   ] as const) {
     if (!(await waitForPort(port, 2000))) {
-      throw new Error(`${name} is not answering on 127.0.0.1:${port}: start it (see .ci/run) before the tests`);
+      throw new Error(
+        `${name} is not answering on 127.0.0.1:${port}: start it (see .ci/run) before the tests`,
+      );
     }
   }
   const cleanups: (() => Promise<void>)[] = [];
 
   let s3Endpoint = process.env.S3_TEST_ENDPOINT;
   if (!s3Endpoint) {
-    const { default: S3rver } = (await import('s3rver')) as unknown as {
-      default: new (o: object) => { run(): Promise<unknown>; close(): Promise<void> };
-    };
+    const { default: S3rver } = await import('s3rver');
     const dir = await mkdtemp(path.join(os.tmpdir(), 'pgshelf-s3rver-'));
     const port = await freePort();
     const server = new S3rver({ port, address: '127.0.0.1', silent: true, directory: dir });
@@ -90,8 +90,9 @@ export default async function setup(project: TestProject): Promise<() => Promise
     const child: ChildProcess = spawn(moto, ['-H', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
     if (await waitForPort(port, 20_000)) {
       motoEndpoint = `http://127.0.0.1:${port}`;
-      cleanups.push(async () => {
+      cleanups.push(() => {
         child.kill('SIGTERM');
+        return Promise.resolve();
       });
     } else {
       child.kill('SIGKILL');

@@ -30,7 +30,9 @@ export async function withClient<T>(database: string, fn: (c: pg.Client) => Prom
 }
 
 export async function createDatabase(name: string, owner = PG_USER): Promise<void> {
-  await withClient('postgres', (c) => c.query(`CREATE DATABASE ${quoteIdent(name)} OWNER ${quoteIdent(owner)}`));
+  await withClient('postgres', (c) =>
+    c.query(`CREATE DATABASE ${quoteIdent(name)} OWNER ${quoteIdent(owner)}`),
+  );
 }
 
 export async function dropDatabase(name: string): Promise<void> {
@@ -121,7 +123,9 @@ export async function createSampleSchema(database: string, rows = 500): Promise<
       `INSERT INTO app.events SELECT i, DATE '2024-06-01' + (i % 400), repeat('p', i % 40) FROM generate_series(1, $1::int) AS i`,
       [rows],
     );
-    await c.query(`INSERT INTO public."Mixed Case ""Quoted"" table" VALUES (E'a\\tb', 1), (NULL, 2), ('\\.', 3)`);
+    await c.query(
+      `INSERT INTO public."Mixed Case ""Quoted"" table" VALUES (E'a\\tb', 1), (NULL, 2), ('\\.', 3)`,
+    );
     await c.query(`SELECT nextval('app.ticket_seq') FROM generate_series(1, 5)`);
     // Deleting rows leaves sequences ahead of max(id): a restore must bring the sequence value, not max+1.
     await c.query(`DELETE FROM app.orders WHERE id % 17 = 0`);
@@ -177,7 +181,8 @@ export async function snapshotDatabase(database: string): Promise<DatabaseSnapsh
       const r = await c.query<{ v: string }>(`SELECT last_value || ':' || is_called AS v FROM ${q}`);
       sequences[q] = r.rows[0]!.v;
     }
-    const list = async (sql: string): Promise<string[]> => (await c.query<{ x: string }>(sql)).rows.map((r) => r.x);
+    const list = async (sql: string): Promise<string[]> =>
+      (await c.query<{ x: string }>(sql)).rows.map((r) => r.x);
     const indexes = await list(
       `SELECT indexdef AS x FROM pg_indexes WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1`,
     );

@@ -8,7 +8,6 @@ interface Options {
   inProcess?: boolean;
   wait: boolean;
   json?: boolean;
-
 }
 
 export function registerBackup(program: Command, runtime: () => Runtime): void {

@@ -84,7 +84,11 @@ export function registerList(program: Command, runtime: () => Runtime): void {
           formatDuration(now - Date.parse(b.startedAt)),
           b.bytes === null ? '-' : formatBytes(b.bytes),
           b.durationMs === null ? '-' : formatDuration(b.durationMs),
-          b.status === 'orphan' ? 'ORPHAN (no manifest)' : b.verified ? `yes ${b.verifiedAt?.slice(0, 10) ?? ''}` : 'no',
+          b.status === 'orphan'
+            ? 'ORPHAN (no manifest)'
+            : b.verified
+              ? `yes ${b.verifiedAt?.slice(0, 10) ?? ''}`
+              : 'no',
           b.archive ?? '-',
         ]);
       }
