@@ -236,6 +236,13 @@ function s3Credentials(env: Env): S3Credentials | undefined {
 export function parseStorage(env: Env, cwd: string): StorageSettings {
   const raw = str(env, 'PGSHELF_STORAGE') ?? 'file://./backups';
   const example = 'file:///var/backups/pgshelf or PGSHELF_STORAGE=s3://my-bucket/pgshelf';
+  // S3 settings are checked even for folder storage, so a typo shows up before the day someone switches.
+  const endpoint = str(env, 'S3_ENDPOINT');
+  if (endpoint !== undefined && !/^https?:\/\/[^/\s]+/.test(endpoint)) {
+    throw invalid('S3_ENDPOINT', endpoint, 'expected an http(s) URL', 'http://127.0.0.1:9000');
+  }
+  const forcePathStyle = parseBool(env, 'S3_FORCE_PATH_STYLE', endpoint !== undefined);
+  const maxParts = parseInteger(env, 'PGSHELF_S3_MAX_PARTS', 10_000, 1, 10_000, '1000');
   if (raw.startsWith('s3://')) {
     const rest = raw.slice('s3://'.length);
     const slash = rest.indexOf('/');
@@ -244,10 +251,6 @@ export function parseStorage(env: Env, cwd: string): StorageSettings {
     if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) {
       throw invalid('PGSHELF_STORAGE', raw, `"${bucket}" is not a valid S3 bucket name`, example);
     }
-    const endpoint = str(env, 'S3_ENDPOINT');
-    if (endpoint !== undefined && !/^https?:\/\/[^/\s]+/.test(endpoint)) {
-      throw invalid('S3_ENDPOINT', endpoint, 'expected an http(s) URL', 'http://127.0.0.1:9000');
-    }
     return Object.freeze({
       kind: 's3',
       url: `s3://${bucket}${prefix ? `/${prefix}` : ''}`,
@@ -255,8 +258,8 @@ export function parseStorage(env: Env, cwd: string): StorageSettings {
       prefix,
       endpoint,
       region: str(env, 'S3_REGION') ?? str(env, 'AWS_REGION') ?? str(env, 'AWS_DEFAULT_REGION'),
-      forcePathStyle: parseBool(env, 'S3_FORCE_PATH_STYLE', endpoint !== undefined),
-      maxParts: parseInteger(env, 'PGSHELF_S3_MAX_PARTS', 10_000, 1, 10_000, '1000'),
+      forcePathStyle,
+      maxParts,
       credentials: s3Credentials(env),
     });
   }

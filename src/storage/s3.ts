@@ -142,12 +142,24 @@ export class S3Storage implements Storage {
       abort: async () => {
         if (settled) return;
         settled = true;
-        body.destroy();
-        // abort() stops the part uploads and sends AbortMultipartUpload for an upload that was started.
-        await upload.abort().catch(() => undefined);
+        // Fail the body rather than calling upload.abort(): done() then settles only after lib-storage has sent
+        // AbortMultipartUpload for a started upload (upload.abort() makes done() reject before that happens).
+        body.destroy(new Error('upload aborted'));
         await done.catch(() => undefined);
+        await this.abortUploadsOf(key);
       },
     };
+  }
+
+  /** Aborts any multipart upload still open for exactly `key` (services without the listing call are skipped). */
+  private async abortUploadsOf(key: string): Promise<void> {
+    try {
+      for await (const upload of this.listIncomplete(key)) {
+        if (upload.key === key) await this.abortIncomplete(upload);
+      }
+    } catch {
+      // s3rver and some gateways do not implement ListMultipartUploads; lib-storage has already aborted its own.
+    }
   }
 
   async putObject(key: string, body: string | Buffer, contentType = 'application/json'): Promise<void> {

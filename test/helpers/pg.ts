@@ -239,3 +239,34 @@ export async function databaseOwner(name: string): Promise<string | undefined> {
     return r.rows[0]?.o;
   });
 }
+
+/**
+ * Holds an ACCESS EXCLUSIVE lock on `table` until release() is called: pg_dump then blocks on its first LOCK
+ * TABLE, which makes "a backup is running right now" deterministic for tests of aborts and shutdowns.
+ */
+export async function lockTable(database: string, table: string): Promise<{ release(): Promise<void> }> {
+  const client = new pg.Client({ host: PG_HOST, port: PG_PORT, user: PG_USER, database });
+  await client.connect();
+  await client.query('BEGIN');
+  await client.query(`LOCK TABLE ${table} IN ACCESS EXCLUSIVE MODE`);
+  let released = false;
+  return {
+    release: async () => {
+      if (released) return;
+      released = true;
+      await client.query('ROLLBACK').catch(() => undefined);
+      await client.end();
+    },
+  };
+}
+
+/** True while a pg_dump started by pgshelf waits for a lock in `database`. */
+export async function dumpIsWaiting(database: string): Promise<boolean> {
+  return withClient('postgres', async (c) => {
+    const r = await c.query(
+      `SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND application_name = 'pgshelf' AND wait_event_type = 'Lock'`,
+      [database],
+    );
+    return (r.rowCount ?? 0) > 0;
+  });
+}

@@ -1,0 +1,209 @@
+import { ListMultipartUploadsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { chmod, readdir, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterEach, describe, expect, inject, it } from 'vitest';
+import {
+  AbortedError,
+  DatabaseNotFoundError,
+  DumpFailedError,
+  VersionMismatchError,
+} from '../../src/errors.js';
+import { createBackupJob } from '../../src/jobs/backup.js';
+import type { JobContext } from '../../src/jobs/context.js';
+import { silentLogger } from '../../src/logger.js';
+import { createStorage } from '../../src/storage/index.js';
+import type { Config, Env } from '../../src/config.js';
+import { pgEnv, s3Env, tempDir, testConfig } from '../helpers/env.js';
+import {
+  createDatabase,
+  createSampleSchema,
+  dropDatabase,
+  dumpIsWaiting,
+  lockTable,
+  uniqueName,
+  withClient,
+} from '../helpers/pg.js';
+import { waitFor } from '../helpers/cli.js';
+import { createBucket, testS3Client } from '../helpers/s3.js';
+
+const cleanup: (() => Promise<void>)[] = [];
+afterEach(async (ctx) => {
+  const fns = cleanup.splice(0);
+  if (ctx.task.result?.state !== 'fail') for (const fn of fns.reverse()) await fn();
+});
+
+function ctx(signal = new AbortController().signal): JobContext {
+  return { signal, logger: silentLogger(), progress: () => undefined };
+}
+
+async function sourceDatabase(): Promise<string> {
+  const name = uniqueName();
+  await createDatabase(name);
+  cleanup.push(() => dropDatabase(name));
+  await createSampleSchema(name, 50);
+  return name;
+}
+
+async function folderConfig(env: Env): Promise<{ config: Config; dir: string }> {
+  const dir = await tempDir();
+  cleanup.push(() => rm(dir, { recursive: true, force: true }));
+  return { config: testConfig({ PGSHELF_STORAGE: `file://${dir}`, ...env }), dir };
+}
+
+/** Every file under dir, including hidden temp files. */
+async function allFiles(dir: string): Promise<string[]> {
+  return (await readdir(dir, { recursive: true, withFileTypes: true }))
+    .filter((e) => e.isFile())
+    .map((e) => e.name);
+}
+
+/** A directory with a fake `pg_dump` (a shell script), for failures real pg_dump cannot be made to show. */
+async function fakePgDump(script: string): Promise<string> {
+  const dir = await tempDir('pgshelf-fakebin-');
+  cleanup.push(() => rm(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'pg_dump');
+  await writeFile(file, `#!/bin/sh\n${script}\n`);
+  await chmod(file, 0o755);
+  return dir;
+}
+
+describe('a failed backup leaves nothing behind', () => {
+  it('reports pg_dump errors (permission denied) and removes the partial file', async () => {
+    const db = await sourceDatabase();
+    const role = uniqueName('pgshelf_role');
+    await withClient(db, async (c) => {
+      await c.query(`CREATE ROLE ${role} LOGIN`);
+      await c.query(`GRANT USAGE ON SCHEMA app TO ${role}`);
+    });
+    cleanup.push(() =>
+      withClient('postgres', (c) => c.query(`DROP ROLE IF EXISTS ${role}`)).then(() => undefined),
+    );
+    cleanup.push(() => withClient(db, (c) => c.query(`DROP OWNED BY ${role}`)).then(() => undefined));
+    const { config, dir } = await folderConfig({ ...pgEnv(db), POSTGRES_USER: role });
+    const run = createBackupJob({ config, storage: createStorage(config.storage), logger: silentLogger() });
+
+    const err = await run({}, ctx()).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DumpFailedError);
+    expect((err as Error).message).toMatch(
+      /pg_dump exited with code 1:[\s\S]*permission denied for (table|schema)/,
+    );
+    expect(await allFiles(dir)).toEqual([]);
+  });
+
+  it('fails on a database that does not exist, without retrying', async () => {
+    const { config, dir } = await folderConfig(pgEnv(uniqueName('pgshelf_missing')));
+    const run = createBackupJob({ config, storage: createStorage(config.storage), logger: silentLogger() });
+    const err = await run({}, ctx()).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DatabaseNotFoundError);
+    expect((err as DatabaseNotFoundError).recoverable).toBe(false);
+    expect((err as Error).message).toMatch(/database "pgshelf_missing_[0-9a-f]+" does not exist/);
+    expect(await allFiles(dir)).toEqual([]);
+  });
+
+  it('rejects a dump that exits 0 but is empty', async () => {
+    const db = await sourceDatabase();
+    const bin = await fakePgDump(`[ "$1" = --version ] && echo "pg_dump (PostgreSQL) 15.99" ; exit 0`);
+    const { config, dir } = await folderConfig({ ...pgEnv(db), PGSHELF_PG_BIN: bin });
+    const run = createBackupJob({ config, storage: createStorage(config.storage), logger: silentLogger() });
+    await expect(run({}, ctx())).rejects.toThrow(/pg_dump exited 0 but wrote nothing/);
+    expect(await allFiles(dir)).toEqual([]);
+  });
+
+  it('rejects a dump cut short by a killed pg_dump and keeps its stderr', async () => {
+    const db = await sourceDatabase();
+    const bin = await fakePgDump(
+      `[ "$1" = --version ] && { echo "pg_dump (PostgreSQL) 15.99"; exit 0; }\n` +
+        `echo "CREATE TABLE t (a int);"; echo "pg_dump: dumping contents of table t" >&2; kill -9 $$`,
+    );
+    const { config, dir } = await folderConfig({ ...pgEnv(db), PGSHELF_PG_BIN: bin });
+    const run = createBackupJob({ config, storage: createStorage(config.storage), logger: silentLogger() });
+    await expect(run({}, ctx())).rejects.toThrow(
+      /pg_dump was killed by SIGKILL:\npg_dump: dumping contents of table t/,
+    );
+    expect(await allFiles(dir)).toEqual([]);
+  });
+
+  it('refuses a pg_dump older than the server, naming both versions', async () => {
+    const db = await sourceDatabase();
+    const bin = await fakePgDump(`echo "pg_dump (PostgreSQL) 9.6.24"`);
+    const { config } = await folderConfig({ ...pgEnv(db), PGSHELF_PG_BIN: bin });
+    const run = createBackupJob({ config, storage: createStorage(config.storage), logger: silentLogger() });
+    const err = await run({}, ctx()).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(VersionMismatchError);
+    expect((err as Error).message).toMatch(
+      /version 9\.6\.24 but the server is PostgreSQL 15.*postgresql-client-15/,
+    );
+  });
+
+  it('aborts a running dump: kills pg_dump and removes the temp file', async () => {
+    const db = await sourceDatabase();
+    const lock = await lockTable(db, 'app.orders');
+    cleanup.push(() => lock.release());
+    const { config, dir } = await folderConfig(pgEnv(db));
+    const run = createBackupJob({ config, storage: createStorage(config.storage), logger: silentLogger() });
+    const abort = new AbortController();
+    const running = run({}, ctx(abort.signal)).catch((e: unknown) => e);
+    await waitFor('pg_dump to block on the lock', () => dumpIsWaiting(db));
+    abort.abort(new Error('shutdown'));
+    const err = await running;
+    expect(err).toBeInstanceOf(AbortedError);
+    expect((err as Error).message).toMatch(/backup aborted: shutdown/);
+    await waitFor('pg_dump to go away', async () => !(await dumpIsWaiting(db)));
+    expect(await allFiles(dir)).toEqual([]);
+  });
+});
+
+describe('a failed backup to S3 leaves no object and no multipart upload', () => {
+  const moto = inject('motoEndpoint');
+  it.skipIf(!moto)('aborts the multipart upload when the dump is aborted midway', async () => {
+    const db = await sourceDatabase();
+    // Incompressible data, so that parts are on their way when the abort comes.
+    await withClient(db, (c) =>
+      c.query(`CREATE TABLE bulk AS SELECT i, gen_random_bytes(100) AS b FROM generate_series(1, 600000) i`),
+    );
+    const bucket = await createBucket(moto!);
+    const config = testConfig({ ...pgEnv(db), ...s3Env(bucket, 'p', moto!), PGSHELF_GZIP_LEVEL: '1' });
+    const storage = createStorage(config.storage);
+    const abort = new AbortController();
+    const running = createBackupJob({ config, storage, logger: silentLogger() })({}, ctx(abort.signal)).catch(
+      (e: unknown) => e,
+    );
+    const watcher = testS3Client(moto!);
+    await waitFor(
+      'the multipart upload to start',
+      async () => {
+        const u = await watcher.send(new ListMultipartUploadsCommand({ Bucket: bucket }));
+        return (u.Uploads ?? []).length > 0;
+      },
+      60_000,
+    );
+    watcher.destroy();
+    abort.abort(new Error('stop'));
+    expect(await running).toBeInstanceOf(AbortedError);
+
+    const client = testS3Client(moto!);
+    const objects = await client.send(new ListObjectsV2Command({ Bucket: bucket }));
+    const uploads = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }));
+    client.destroy();
+    expect(objects.Contents ?? []).toEqual([]);
+    expect(uploads.Uploads ?? []).toEqual([]);
+    await storage.close();
+  });
+
+  it.skipIf(!moto)('writes a multipart archive of several parts that matches its manifest', async () => {
+    const db = await sourceDatabase();
+    await withClient(db, (c) =>
+      c.query(`CREATE TABLE noise AS SELECT i, gen_random_bytes(64) AS b FROM generate_series(1, 150000) i`),
+    );
+    const bucket = await createBucket(moto!);
+    const config = testConfig({ ...pgEnv(db), ...s3Env(bucket, '', moto!), PGSHELF_GZIP_LEVEL: '1' });
+    const storage = createStorage(config.storage);
+    const result = await createBackupJob({ config, storage, logger: silentLogger() })({}, ctx());
+    // Random bytes do not compress: more than one 5 MiB part.
+    expect(result.bytes).toBeGreaterThan(10 * 1024 * 1024);
+    const info = await storage.stat(result.archiveKey);
+    expect(info?.size).toBe(result.bytes);
+    expect(result.rows).toBeGreaterThan(150000);
+    await storage.close();
+  });
+});

@@ -1,0 +1,140 @@
+import { describe, expect, it } from 'vitest';
+import { loadConfig, parseDbEcho, resolveTarget } from '../../src/config.js';
+import { ConfigError } from '../../src/errors.js';
+
+const base = { POSTGRES_DB: 'fractal_db' };
+
+describe('loadConfig', () => {
+  it('applies the published defaults', () => {
+    const c = loadConfig(base, { cwd: '/srv/app' });
+    const pg = c.databases[0]!.postgres;
+    expect(pg).toMatchObject({ host: 'localhost', port: 5432, database: 'fractal_db' });
+    expect(pg.user).toBeUndefined();
+    expect(pg.password).toBeUndefined();
+    expect(c.dbEcho).toBe(false);
+    expect(c.redisUrl).toBe('redis://127.0.0.1:6379');
+    expect(c.storage).toEqual({ kind: 'file', url: 'file:///srv/app/backups', root: '/srv/app/backups' });
+    expect(c.gzipLevel).toBe(6);
+    expect(c.queuePrefix).toBe('pgshelf');
+    expect(c.concurrency).toBe(1);
+    expect(c.databases[0]!.schedule).toBe('0 2 * * *');
+    expect(c.databases[0]!.timezone).toBe('UTC');
+    expect(c.databases[0]!.retention).toEqual({
+      keepLast: 7,
+      daily: 7,
+      weekly: 4,
+      monthly: 12,
+      yearly: 0,
+      minKeep: 3,
+    });
+    expect(c.http).toEqual({ host: '127.0.0.1', port: 9187 });
+    expect(Object.isFrozen(c)).toBe(true);
+    expect(Object.isFrozen(pg)).toBe(true);
+  });
+
+  it('requires POSTGRES_DB and says how to set it', () => {
+    expect(() => loadConfig({})).toThrow(ConfigError);
+    expect(() => loadConfig({})).toThrow(/POSTGRES_DB is not set.*POSTGRES_DB=fractal_db/);
+  });
+
+  it('takes a UNIX socket directory as POSTGRES_HOST', () => {
+    const c = loadConfig({ ...base, POSTGRES_HOST: '/var/run/postgresql', POSTGRES_PORT: '5433' });
+    expect(c.databases[0]!.postgres).toMatchObject({ host: '/var/run/postgresql', port: 5433 });
+  });
+
+  it('uses POSTGRES_USER/PASSWORD for the admin role unless POSTGRES_ADMIN_* are set', () => {
+    const a = loadConfig({ ...base, POSTGRES_USER: 'app', POSTGRES_PASSWORD: 's3cret' }).databases[0]!
+      .postgres;
+    expect(a).toMatchObject({ user: 'app', password: 's3cret', adminUser: 'app', adminPassword: 's3cret' });
+    const b = loadConfig({
+      ...base,
+      POSTGRES_USER: 'app',
+      POSTGRES_PASSWORD: 'x',
+      POSTGRES_ADMIN_USER: 'postgres',
+    }).databases[0]!.postgres;
+    expect(b).toMatchObject({ user: 'app', adminUser: 'postgres', adminPassword: undefined });
+  });
+
+  it.each([
+    ['POSTGRES_PORT', 'abc', /POSTGRES_PORT="abc" is invalid.*e\.g\. POSTGRES_PORT=5432/],
+    ['POSTGRES_PORT', '70000', /POSTGRES_PORT="70000"/],
+    ['PGSHELF_GZIP_LEVEL', '0', /PGSHELF_GZIP_LEVEL="0" is invalid: expected a whole number from 1 to 9/],
+    ['PGSHELF_GZIP_LEVEL', '10', /PGSHELF_GZIP_LEVEL/],
+    ['PGSHELF_CONCURRENCY', '-1', /PGSHELF_CONCURRENCY/],
+    ['PGSHELF_STORAGE', 'ftp://host/x', /only file:\/\/ and s3:\/\/ storage/],
+    ['PGSHELF_STORAGE', 's3://Bad_Bucket/x', /not a valid S3 bucket name/],
+    ['PGSHELF_TIMEZONE', 'Mars/Olympus', /not a known IANA time zone.*Europe\/Paris/],
+    ['REDIS_URL', 'localhost:6379', /REDIS_URL.*redis:\/\/127\.0\.0\.1:6379/],
+    ['S3_FORCE_PATH_STYLE', 'maybe', /S3_FORCE_PATH_STYLE/],
+    ['PGSHELF_QUEUE_PREFIX', 'a b', /PGSHELF_QUEUE_PREFIX/],
+  ])('rejects %s=%s with a message naming it and an example', (name, value, message) => {
+    expect(() => loadConfig({ ...base, [name]: value })).toThrow(message);
+    try {
+      loadConfig({ ...base, [name]: value });
+    } catch (err) {
+      expect(err).toBeInstanceOf(ConfigError);
+      expect((err as ConfigError).exitCode).toBe(2);
+    }
+  });
+
+  it('parses S3 storage with endpoint, path style and credentials', () => {
+    const c = loadConfig({
+      ...base,
+      PGSHELF_STORAGE: 's3://my-bucket/nightly/pg/',
+      S3_ENDPOINT: 'http://minio:9000',
+      AWS_ACCESS_KEY_ID: 'k',
+      AWS_SECRET_ACCESS_KEY: 's',
+    });
+    expect(c.storage).toMatchObject({
+      kind: 's3',
+      bucket: 'my-bucket',
+      prefix: 'nightly/pg',
+      endpoint: 'http://minio:9000',
+      forcePathStyle: true,
+      maxParts: 10000,
+      credentials: { accessKeyId: 'k', secretAccessKey: 's' },
+    });
+    const aws = loadConfig({ ...base, PGSHELF_STORAGE: 's3://my-bucket' });
+    expect(aws.storage).toMatchObject({
+      prefix: '',
+      endpoint: undefined,
+      forcePathStyle: false,
+      credentials: undefined,
+    });
+    expect(() => loadConfig({ ...base, PGSHELF_STORAGE: 's3://b-1', AWS_ACCESS_KEY_ID: 'k' })).toThrow(
+      /AWS_SECRET_ACCESS_KEY is not set/,
+    );
+  });
+
+  it('accepts file:// URLs and plain paths for local storage', () => {
+    expect(loadConfig({ ...base, PGSHELF_STORAGE: 'file:///var/backups' }).storage).toMatchObject({
+      root: '/var/backups',
+    });
+    expect(loadConfig({ ...base, PGSHELF_STORAGE: 'rel/dir' }, { cwd: '/x' }).storage).toMatchObject({
+      root: '/x/rel/dir',
+    });
+  });
+});
+
+describe('DB_ECHO', () => {
+  it.each(['true', 'True', '1'])('%s turns echo on', (v) => {
+    expect(parseDbEcho(v)).toBe(true);
+    expect(loadConfig({ ...base, DB_ECHO: v }).dbEcho).toBe(true);
+  });
+  it.each([undefined, '', 'false', 'False', '0'])('%s leaves echo off', (v) => {
+    expect(parseDbEcho(v)).toBe(false);
+  });
+  it.each(['TRUE', 'yes', 'on', ' true', '2'])('%s is not one of the three: a clear error', (v) => {
+    expect(() => parseDbEcho(v)).toThrow(/DB_ECHO=.* is not recognised: use true, True or 1/);
+  });
+});
+
+describe('resolveTarget', () => {
+  it('points the default connection at another database for --db', () => {
+    const c = loadConfig({ ...base, POSTGRES_USER: 'app' });
+    expect(resolveTarget(c).name).toBe('fractal_db');
+    const other = resolveTarget(c, 'other db');
+    expect(other.name).toBe('other db');
+    expect(other.postgres).toMatchObject({ database: 'other db', user: 'app' });
+  });
+});
