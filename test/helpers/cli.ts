@@ -24,7 +24,7 @@ export interface RunningCli {
 
 export function startCli(args: string[], env: Env, cwd?: string): RunningCli {
   const child = spawn(process.execPath, [CLI, ...args], {
-    env: { ...baseEnv(), ...env } as NodeJS.ProcessEnv,
+    env: { ...baseEnv(), ...env },
     cwd,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -51,7 +51,7 @@ export async function waitFor<T>(
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await check();
-    if (v) return v as NonNullable<T>;
+    if (v) return v;
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 100));
   }
