@@ -9,6 +9,6 @@ export default defineConfig({
     pool: 'forks',
     // Two cores: two test files at a time keeps PostgreSQL, Redis and the workers from starving each other.
     maxWorkers: 2,
-    reporters: ['default'],
+    reporters: ['default', './test/helpers/summary-reporter.ts'],
   },
 });

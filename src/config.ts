@@ -2,6 +2,7 @@
  * The only reader of process.env. Every setting is described once in SETTINGS, parsed once into a typed, frozen
  * Config, and fails at start-up with a message that names the variable, the bad value and a good example.
  */
+import os from 'node:os';
 import path from 'node:path';
 import { ConfigError } from './errors.js';
 
@@ -74,6 +75,8 @@ export interface Config {
   readonly redisUrl: string;
   readonly storage: StorageSettings;
   readonly gzipLevel: number;
+  /** Cores used to compress one backup (1: a single gzip stream; more: parallel gzip members). */
+  readonly gzipThreads: number;
   readonly queuePrefix: string;
   readonly concurrency: number;
   /** Jobs are tried this many times in all when they fail for a reason a retry can fix. */
@@ -122,6 +125,7 @@ export const SETTINGS: readonly SettingDoc[] = [
   { name: 'S3_FORCE_PATH_STYLE', default: 'true with S3_ENDPOINT', meaning: 'path-style bucket addressing' },
   { name: 'PGSHELF_S3_MAX_PARTS', default: '10000', meaning: 'most parts per multipart upload' },
   { name: 'PGSHELF_GZIP_LEVEL', default: '6', meaning: 'gzip level 1-9' },
+  { name: 'PGSHELF_GZIP_THREADS', default: 'cores, at most 4', meaning: 'cores compressing one backup' },
   { name: 'PGSHELF_SCHEDULE', default: '0 2 * * *', meaning: 'cron expression for backups' },
   { name: 'PGSHELF_TIMEZONE', default: 'UTC', meaning: 'time zone of the schedule and retention buckets' },
   { name: 'PGSHELF_DRILL_SCHEDULE', default: 'none', meaning: 'cron expression for restore drills' },
@@ -356,6 +360,14 @@ export function loadConfig(env: Env = process.env, options: LoadOptions = {}): C
     redisUrl,
     storage: parseStorage(env, cwd),
     gzipLevel: parseInteger(env, 'PGSHELF_GZIP_LEVEL', 6, 1, 9),
+    gzipThreads: parseInteger(
+      env,
+      'PGSHELF_GZIP_THREADS',
+      Math.min(4, os.availableParallelism()),
+      1,
+      64,
+      '2',
+    ),
     queuePrefix,
     concurrency: parseInteger(env, 'PGSHELF_CONCURRENCY', 1, 1, 64, '2'),
     attempts: parseInteger(env, 'PGSHELF_ATTEMPTS', 3, 1, 100),

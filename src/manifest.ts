@@ -26,7 +26,7 @@ export interface Manifest {
   readonly pgDumpVersion: string;
   readonly pgDumpPath: string;
   readonly dumpOptions: { readonly noOwner: boolean; readonly noPrivileges: boolean };
-  readonly compression: { readonly format: 'gzip'; readonly level: number };
+  readonly compression: { readonly format: 'gzip'; readonly level: number; readonly threads?: number };
   readonly encryption: null | { readonly format: 'age'; readonly recipients: readonly string[] };
   readonly archive: { readonly key: string; readonly bytes: number; readonly sha256: string };
   readonly uncompressedBytes: number;

@@ -1,6 +1,5 @@
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGzip } from 'node:zlib';
 import { resolveTarget } from '../config.js';
 import { AbortedError, DumpFailedError, PgshelfError, StorageError } from '../errors.js';
 import { MANIFEST_FORMAT, MANIFEST_VERSION, writeManifest, type Manifest } from '../manifest.js';
@@ -10,6 +9,7 @@ import { inspectDatabase } from '../postgres/server.js';
 import { findTool } from '../postgres/tools.js';
 import { backupKeys, newBackupId } from '../storage/layout.js';
 import { throttle, type JobContext, type JobDeps } from './context.js';
+import { createGzipStream } from './gzip.js';
 import { CopyRowCounter, DigestStream } from './streams.js';
 
 export interface BackupInput {
@@ -145,7 +145,7 @@ export function createBackupJob(deps: JobDeps) {
       await pipeline(
         child.process.stdout,
         gate,
-        createGzip({ level: config.gzipLevel, chunkSize: 128 * 1024 }),
+        createGzipStream(config.gzipLevel, config.gzipThreads),
         digest,
         writer.stream,
         { signal: abort.signal },
@@ -177,7 +177,7 @@ export function createBackupJob(deps: JobDeps) {
       pgDumpVersion: pgDump.version,
       pgDumpPath: pgDump.path,
       dumpOptions: { noOwner: input.noOwner === true, noPrivileges: input.noOwner === true },
-      compression: { format: 'gzip', level: config.gzipLevel },
+      compression: { format: 'gzip', level: config.gzipLevel, threads: config.gzipThreads },
       encryption: null,
       archive: { key: keys.archive, bytes: digest.bytes, sha256: digest.sha256 },
       uncompressedBytes: gate.bytes,

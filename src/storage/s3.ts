@@ -1,15 +1,4 @@
-import {
-  AbortMultipartUploadCommand,
-  DeleteObjectsCommand,
-  GetObjectCommand,
-  HeadObjectCommand,
-  ListMultipartUploadsCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-  S3Client,
-  type S3ClientConfig,
-} from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
+import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
 import { PassThrough, Readable } from 'node:stream';
 import type { S3Credentials } from '../config.js';
 import { StorageError } from '../errors.js';
@@ -25,6 +14,23 @@ import {
 const MiB = 1024 * 1024;
 export const MIN_PART_SIZE = 5 * MiB;
 export const MAX_PART_SIZE = 5 * 1024 * MiB;
+type Sdk = typeof import('@aws-sdk/client-s3') & typeof import('@aws-sdk/lib-storage');
+let sdkModules: Promise<Sdk> | undefined;
+
+/**
+ * The AWS SDK, loaded on first use: it adds ~40 MB to a process, which a worker writing to a local folder
+ * should not carry.
+ */
+function loadSdk(): Promise<Sdk> {
+  sdkModules ??= Promise.all([import('@aws-sdk/client-s3'), import('@aws-sdk/lib-storage')]).then(
+    ([s3, storage]) => ({
+      ...s3,
+      ...storage,
+    }),
+  );
+  return sdkModules;
+}
+
 /** Budget for part buffers in flight; bigger parts mean fewer of them at once so memory stays flat. */
 const PART_BUFFER_BUDGET = 64 * MiB;
 
@@ -63,23 +69,31 @@ function httpStatus(err: unknown): number | undefined {
 export class S3Storage implements Storage {
   readonly url: string;
   readonly requests = newRequestCounts();
-  readonly client: S3Client;
+  private clientInstance: Promise<{ sdk: Sdk; client: S3Client }> | undefined;
   private readonly prefix: string;
 
   constructor(private readonly options: S3Options) {
     this.prefix = options.prefix ? `${options.prefix}/` : '';
     this.url = `s3://${options.bucket}${options.prefix ? `/${options.prefix}` : ''}`;
-    this.client = new S3Client({
-      ...(options.endpoint ? { endpoint: options.endpoint } : {}),
-      region: options.region ?? (options.endpoint ? 'us-east-1' : undefined),
-      forcePathStyle: options.forcePathStyle,
-      // A copy: the SDK annotates the credentials object it is given, and ours is frozen.
-      ...(options.credentials ? { credentials: { ...options.credentials } } : {}),
-      // Non-AWS services (MinIO, R2, Scaleway, s3rver) reject or mangle the SDK's default CRC checksums.
-      requestChecksumCalculation: 'WHEN_REQUIRED',
-      responseChecksumValidation: 'WHEN_REQUIRED',
-      ...options.clientConfig,
-    });
+  }
+
+  private connect(): Promise<{ sdk: Sdk; client: S3Client }> {
+    const options = this.options;
+    this.clientInstance ??= loadSdk().then((sdk) => ({
+      sdk,
+      client: new sdk.S3Client({
+        ...(options.endpoint ? { endpoint: options.endpoint } : {}),
+        region: options.region ?? (options.endpoint ? 'us-east-1' : undefined),
+        forcePathStyle: options.forcePathStyle,
+        // A copy: the SDK annotates the credentials object it is given, and ours is frozen.
+        ...(options.credentials ? { credentials: { ...options.credentials } } : {}),
+        // Non-AWS services (MinIO, R2, Scaleway, s3rver) reject or mangle the SDK's default CRC checksums.
+        requestChecksumCalculation: 'WHEN_REQUIRED',
+        responseChecksumValidation: 'WHEN_REQUIRED',
+        ...options.clientConfig,
+      }),
+    }));
+    return this.clientInstance;
   }
 
   private full(key: string): string {
@@ -107,21 +121,22 @@ export class S3Storage implements Storage {
   createWriter(key: string, options: WriteOptions = {}): ObjectWriter {
     const partSize = partSizeFor(options.sizeHint ?? 0, this.options.maxParts);
     const body = new PassThrough({ highWaterMark: 1 << 20 });
-    const upload = new Upload({
-      client: this.client,
-      params: {
-        Bucket: this.options.bucket,
-        Key: this.full(key),
-        Body: body,
-        ContentType: options.contentType ?? 'application/gzip',
-      },
-      partSize,
-      queueSize: queueSizeFor(partSize),
-      leavePartsOnError: false,
-    });
     this.requests.multipart++;
     // Started now so that bytes flow as they are written; observed here so an early failure is never unhandled.
-    const done = upload.done();
+    const done = this.connect().then(({ sdk, client }) =>
+      new sdk.Upload({
+        client,
+        params: {
+          Bucket: this.options.bucket,
+          Key: this.full(key),
+          Body: body,
+          ContentType: options.contentType ?? 'application/gzip',
+        },
+        partSize,
+        queueSize: queueSizeFor(partSize),
+        leavePartsOnError: false,
+      }).done(),
+    );
     let failure: unknown;
     done.catch((err: unknown) => {
       failure = err;
@@ -165,8 +180,9 @@ export class S3Storage implements Storage {
   async putObject(key: string, body: string | Buffer, contentType = 'application/json'): Promise<void> {
     this.requests.put++;
     try {
-      await this.client.send(
-        new PutObjectCommand({
+      const { sdk, client } = await this.connect();
+      await client.send(
+        new sdk.PutObjectCommand({
           Bucket: this.options.bucket,
           Key: this.full(key),
           Body: body,
@@ -181,8 +197,9 @@ export class S3Storage implements Storage {
   async getObject(key: string): Promise<Buffer | undefined> {
     this.requests.get++;
     try {
-      const out = await this.client.send(
-        new GetObjectCommand({ Bucket: this.options.bucket, Key: this.full(key) }),
+      const { sdk, client } = await this.connect();
+      const out = await client.send(
+        new sdk.GetObjectCommand({ Bucket: this.options.bucket, Key: this.full(key) }),
       );
       if (!out.Body) return Buffer.alloc(0);
       return Buffer.from(await out.Body.transformToByteArray());
@@ -195,8 +212,9 @@ export class S3Storage implements Storage {
   async openRead(key: string, options: { signal?: AbortSignal } = {}): Promise<Readable> {
     this.requests.get++;
     try {
-      const out = await this.client.send(
-        new GetObjectCommand({ Bucket: this.options.bucket, Key: this.full(key) }),
+      const { sdk, client } = await this.connect();
+      const out = await client.send(
+        new sdk.GetObjectCommand({ Bucket: this.options.bucket, Key: this.full(key) }),
         {
           abortSignal: options.signal,
         },
@@ -213,8 +231,9 @@ export class S3Storage implements Storage {
   async stat(key: string): Promise<ObjectInfo | undefined> {
     this.requests.head++;
     try {
-      const out = await this.client.send(
-        new HeadObjectCommand({ Bucket: this.options.bucket, Key: this.full(key) }),
+      const { sdk, client } = await this.connect();
+      const out = await client.send(
+        new sdk.HeadObjectCommand({ Bucket: this.options.bucket, Key: this.full(key) }),
       );
       return { key, size: out.ContentLength ?? 0, lastModified: out.LastModified ?? new Date(0) };
     } catch (err) {
@@ -229,8 +248,9 @@ export class S3Storage implements Storage {
       this.requests.list++;
       let out;
       try {
-        out = await this.client.send(
-          new ListObjectsV2Command({
+        const { sdk, client } = await this.connect();
+        out = await client.send(
+          new sdk.ListObjectsV2Command({
             Bucket: this.options.bucket,
             Prefix: this.full(prefix),
             ContinuationToken: token,
@@ -254,8 +274,9 @@ export class S3Storage implements Storage {
       this.requests.delete++;
       let out;
       try {
-        out = await this.client.send(
-          new DeleteObjectsCommand({
+        const { sdk, client } = await this.connect();
+        out = await client.send(
+          new sdk.DeleteObjectsCommand({
             Bucket: this.options.bucket,
             Delete: { Objects: batch.map((k) => ({ Key: this.full(k) })), Quiet: true },
           }),
@@ -281,8 +302,9 @@ export class S3Storage implements Storage {
       this.requests.list++;
       let out;
       try {
-        out = await this.client.send(
-          new ListMultipartUploadsCommand({
+        const { sdk, client } = await this.connect();
+        out = await client.send(
+          new sdk.ListMultipartUploadsCommand({
             Bucket: this.options.bucket,
             Prefix: this.full(prefix),
             KeyMarker: keyMarker,
@@ -308,8 +330,9 @@ export class S3Storage implements Storage {
   async abortIncomplete(upload: IncompleteUpload): Promise<void> {
     this.requests.delete++;
     try {
-      await this.client.send(
-        new AbortMultipartUploadCommand({
+      const { sdk, client } = await this.connect();
+      await client.send(
+        new sdk.AbortMultipartUploadCommand({
           Bucket: this.options.bucket,
           Key: this.full(upload.key),
           UploadId: upload.uploadId,
@@ -321,8 +344,9 @@ export class S3Storage implements Storage {
     }
   }
 
-  close(): Promise<void> {
-    this.client.destroy();
-    return Promise.resolve();
+  async close(): Promise<void> {
+    const connected = this.clientInstance;
+    this.clientInstance = undefined;
+    if (connected) (await connected).client.destroy();
   }
 }

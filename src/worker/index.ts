@@ -16,6 +16,8 @@ export interface WorkerOptions {
 
 export interface PgshelfWorker {
   readonly workers: readonly Worker[];
+  /** Resolves once every queue's connection is up (and 'worker started' has been logged). */
+  readonly ready: Promise<void>;
   /** Jobs running now. */
   readonly active: () => number;
   /** Lets running jobs finish within the grace period, then aborts them; resolves when every job has settled. */
@@ -69,9 +71,13 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
     worker.on('error', (err) => logger.error({ err: errorMessage(err), queue: kind }, 'worker error'));
     return worker;
   });
-  logger.info(
-    { queues: kinds, concurrency: config.concurrency, prefix: config.queuePrefix },
-    'worker started',
+  const ready = Promise.all(workers.map((w) => w.waitUntilReady())).then(
+    () =>
+      logger.info(
+        { queues: kinds, concurrency: config.concurrency, prefix: config.queuePrefix },
+        'worker started',
+      ),
+    (err: unknown) => logger.error({ err: errorMessage(err) }, 'worker cannot reach Redis'),
   );
 
   const abortAll = (reason = 'worker shutting down'): void => {
@@ -81,6 +87,7 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
   let closing: Promise<void> | undefined;
   return {
     workers,
+    ready: ready.then(() => undefined),
     active: () => running.size,
     abortAll,
     close: (graceMs = config.shutdownGraceMs) => {

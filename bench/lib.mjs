@@ -1,0 +1,163 @@
+// Shared pieces of the benchmarks: a reusable database of a given size, timing, and peak RSS of a process.
+import { execFile, spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import pg from 'pg';
+
+export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const cli = path.join(root, 'dist/cli/index.js');
+export const execFileAsync = promisify(execFile);
+
+export const PG = {
+  host: process.env.POSTGRES_HOST || '/var/run/postgresql',
+  port: Number(process.env.POSTGRES_PORT || 5432),
+  user: process.env.POSTGRES_USER || 'postgres',
+};
+
+export function pgEnv(database) {
+  return {
+    ...process.env,
+    POSTGRES_DB: database,
+    POSTGRES_HOST: PG.host,
+    POSTGRES_PORT: String(PG.port),
+    POSTGRES_USER: PG.user,
+  };
+}
+
+export function args(defaults) {
+  const out = { ...defaults };
+  const argv = process.argv.slice(2);
+  for (let i = 0; i < argv.length; i++) {
+    const m = /^--([\w-]+)(?:=(.*))?$/.exec(argv[i]);
+    if (!m) continue;
+    const key = m[1].replace(/-(\w)/g, (_, c) => c.toUpperCase());
+    out[key] = m[2] ?? argv[++i];
+    if (typeof defaults[key] === 'number') out[key] = Number(out[key]);
+  }
+  return out;
+}
+
+async function withClient(database, fn) {
+  const c = new pg.Client({ ...PG, database });
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}
+
+/**
+ * A database of about `sizeMb` MB on disk, made once and reused (named after its size). Rows mix text, numbers,
+ * timestamps and JSON, like an application's tables, with a primary key and a secondary index.
+ */
+export async function ensureDatabase(sizeMb, log = console.error) {
+  const name = `pgshelf_bench_${sizeMb}mb`;
+  const exists = await withClient(
+    'postgres',
+    async (c) => (await c.query(`SELECT 1 FROM pg_database WHERE datname = $1`, [name])).rowCount === 1,
+  );
+  if (exists) {
+    const ready = await withClient(
+      name,
+      async (c) => (await c.query(`SELECT 1 FROM pg_tables WHERE tablename = 'bench_ready'`)).rowCount === 1,
+    );
+    if (ready) return name;
+    await withClient('postgres', (c) => c.query(`DROP DATABASE "${name}" WITH (FORCE)`));
+  }
+  log(`creating ${name} (about ${sizeMb} MB; reused by later runs)`);
+  const t0 = Date.now();
+  await withClient('postgres', (c) => c.query(`CREATE DATABASE "${name}"`));
+  await withClient(name, async (c) => {
+    await c.query(`CREATE TABLE events (
+      id bigint PRIMARY KEY, account int NOT NULL, at timestamptz NOT NULL, kind text NOT NULL,
+      amount numeric(12,2), note text, payload jsonb)`);
+    // ~230 bytes per row on disk with the indexes.
+    const rows = Math.round((sizeMb * 1024 * 1024) / 230);
+    const batch = 500_000;
+    for (let start = 1; start <= rows; start += batch) {
+      const end = Math.min(rows, start + batch - 1);
+      await c.query(
+        `INSERT INTO events SELECT i, i % 10007, TIMESTAMPTZ '2024-01-01' + (i || ' seconds')::interval,
+           (ARRAY['login','purchase','refund','view','signup'])[1 + i % 5], (i % 100000) / 100.0,
+           'note ' || md5(i::text), jsonb_build_object('ip', '10.0.' || (i % 256) || '.' || (i % 199), 'n', i % 1000)
+         FROM generate_series($1::bigint, $2::bigint) i`,
+        [start, end],
+      );
+    }
+    await c.query(`CREATE INDEX events_account_at ON events (account, at)`);
+    await c.query(
+      `CREATE TABLE bench_ready (at timestamptz DEFAULT now()); INSERT INTO bench_ready DEFAULT VALUES`,
+    );
+    await c.query('VACUUM ANALYZE');
+  });
+  const size = await databaseSize(name);
+  log(`created ${name}: ${(size / 1024 / 1024).toFixed(0)} MB in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+  return name;
+}
+
+export async function databaseSize(name) {
+  return withClient(name, async (c) =>
+    Number((await c.query(`SELECT pg_database_size(current_database()) AS s`)).rows[0].s),
+  );
+}
+
+export async function dropDatabase(name) {
+  await withClient('postgres', (c) =>
+    c.query(`DROP DATABASE IF EXISTS "${name.replace(/"/g, '""')}" WITH (FORCE)`),
+  );
+}
+
+/** Peak resident set size (VmHWM) of a live process, in KiB. */
+export async function peakRssKb(pid) {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? NaN);
+}
+
+/** Runs a shell pipeline (bash -o pipefail), returns wall milliseconds. The pipeline is the point: the baseline. */
+export async function timeShell(script, env = process.env) {
+  const t0 = process.hrtime.bigint();
+  await execFileAsync('bash', ['-o', 'pipefail', '-c', script], { env, maxBuffer: 64 << 20 });
+  return Number(process.hrtime.bigint() - t0) / 1e6;
+}
+
+/** Starts `pgshelf worker` and resolves once it is consuming. */
+export async function startWorker(env) {
+  const child = spawn(process.execPath, [cli, 'worker'], {
+    env: { ...env, PGSHELF_LOG_LEVEL: 'info' },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let log = '';
+  await new Promise((resolve, reject) => {
+    child.stderr.on('data', (d) => {
+      log += d;
+      if (log.includes('worker started')) resolve();
+    });
+    child.once('close', (code) => reject(new Error(`worker exited ${code}: ${log}`)));
+  });
+  return {
+    pid: child.pid,
+    log: () => log,
+    stop: async () => {
+      child.kill('SIGTERM');
+      await new Promise((r) => (child.exitCode !== null ? r() : child.once('close', r)));
+    },
+  };
+}
+
+/** Runs a pgshelf command to completion; returns wall ms and parsed --json output. */
+export async function timeCli(argv, env) {
+  const t0 = process.hrtime.bigint();
+  const { stdout } = await execFileAsync(process.execPath, [cli, ...argv], { env, maxBuffer: 64 << 20 });
+  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+  return { ms, out: stdout.trim().startsWith('{') ? JSON.parse(stdout) : stdout };
+}
+
+export function median(values) {
+  const s = [...values].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+export const fmt = (ms) => `${(ms / 1000).toFixed(2)} s`;
