@@ -1,12 +1,13 @@
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { resolveTarget } from '../config.js';
-import { AbortedError, DumpFailedError, PgshelfError, StorageError } from '../errors.js';
+import { AbortedError, DumpFailedError, PgshelfError, StorageError, errorMessage } from '../errors.js';
 import { MANIFEST_FORMAT, MANIFEST_VERSION, writeManifest, type Manifest } from '../manifest.js';
 import { describeExit, spawnChild, type Child } from '../postgres/child.js';
 import { childEnv, connectionArgs } from '../postgres/connection.js';
 import { inspectDatabase } from '../postgres/server.js';
 import { findTool } from '../postgres/tools.js';
+import type { ObjectWriter, Storage } from '../storage/index.js';
 import { backupKeys, newBackupId } from '../storage/layout.js';
 import { throttle, type JobContext, type JobDeps } from './context.js';
 import { createGzipStream } from './gzip.js';
@@ -108,6 +109,16 @@ export function createBackupJob(deps: JobDeps) {
     if (input.noOwner) args.push('--no-owner', '--no-privileges');
     args.push(`--dbname=${conninfoDbname(pg.database)}`);
 
+    // Before pg_dump starts, so a storage that cannot be written to fails the job with nothing to clean up.
+    let writer: ObjectWriter;
+    try {
+      writer = storage.createWriter(keys.archive, {
+        sizeHint: server.databaseSize,
+        contentType: 'application/gzip',
+      });
+    } catch (err) {
+      throw storageFailure(err, storage);
+    }
     const abort = new AbortController();
     const onAbort = (): void => abort.abort(ctx.signal.reason);
     ctx.signal.addEventListener('abort', onAbort, { once: true });
@@ -119,10 +130,6 @@ export function createBackupJob(deps: JobDeps) {
     });
     const gate = new DumpGate(child);
     const digest = new DigestStream({ highWaterMark: 1 << 20 });
-    const writer = storage.createWriter(keys.archive, {
-      sizeHint: server.databaseSize,
-      contentType: 'application/gzip',
-    });
     const t0 = Date.now();
     const report = throttle(ctx.progress);
     const progress = (force = false): void => {
@@ -157,7 +164,7 @@ export function createBackupJob(deps: JobDeps) {
       child.kill();
       await writer.abort();
       await child.exited;
-      throw explainBackupFailure(err, child, ctx.signal);
+      throw explainBackupFailure(err, child, ctx.signal, storage);
     } finally {
       clearInterval(ticker);
       ctx.signal.removeEventListener('abort', onAbort);
@@ -226,7 +233,7 @@ export function createBackupJob(deps: JobDeps) {
 }
 
 /** The most useful error for a failed pipeline: pg_dump's own stderr beats a downstream "premature close". */
-function explainBackupFailure(err: unknown, child: Child, signal: AbortSignal): Error {
+function explainBackupFailure(err: unknown, child: Child, signal: AbortSignal, storage: Storage): Error {
   if (signal.aborted) {
     return new AbortedError(
       `backup aborted: ${String((signal.reason as Error | undefined)?.message ?? signal.reason)}`,
@@ -235,8 +242,15 @@ function explainBackupFailure(err: unknown, child: Child, signal: AbortSignal): 
   if (err instanceof PgshelfError) return err;
   const stderr = child.stderr.text(15);
   if (stderr) return new DumpFailedError(`pg_dump failed:\n${stderr}`, { cause: err });
-  if (err instanceof Error && /S3|storage|ENOSPC|EACCES/i.test(err.message)) {
-    return new StorageError(`writing the archive failed: ${err.message}`, { cause: err });
-  }
+  if ((err as NodeJS.ErrnoException).code) return storageFailure(err, storage);
   return err instanceof Error ? err : new Error(String(err));
+}
+
+/** A file-system error while writing the archive, named with the storage it happened in. */
+function storageFailure(err: unknown, storage: Storage): Error {
+  if (err instanceof PgshelfError) return err;
+  return new StorageError(
+    `cannot write the archive to ${storage.url}: ${errorMessage(err)}. Check PGSHELF_STORAGE and free space`,
+    { cause: err },
+  );
 }

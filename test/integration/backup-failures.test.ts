@@ -6,6 +6,7 @@ import {
   AbortedError,
   DatabaseNotFoundError,
   DumpFailedError,
+  StorageError,
   VersionMismatchError,
 } from '../../src/errors.js';
 import { createBackupJob } from '../../src/jobs/backup.js';
@@ -133,6 +134,23 @@ describe('a failed backup leaves nothing behind', () => {
     expect((err as Error).message).toMatch(
       /version 9\.6\.24 but the server is PostgreSQL 15.*postgresql-client-15/,
     );
+  });
+
+  it('fails with the storage named when the folder cannot be written, before starting pg_dump', async () => {
+    const db = await sourceDatabase();
+    const dir = await tempDir();
+    cleanup.push(() => rm(dir, { recursive: true, force: true }));
+    const blocker = path.join(dir, 'not-a-folder');
+    await writeFile(blocker, 'a file where the storage folder should be');
+    const config = testConfig({ ...pgEnv(db), PGSHELF_STORAGE: `file://${blocker}` });
+    const run = createBackupJob({ config, storage: createStorage(config.storage), logger: silentLogger() });
+    const err = await run({}, ctx()).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(StorageError);
+    expect((err as Error).message).toMatch(
+      new RegExp(`cannot write the archive to file://${blocker}: ENOTDIR.*Check PGSHELF_STORAGE`),
+    );
+    expect(await dumpIsWaiting(db)).toBe(false);
+    expect(await allFiles(dir)).toEqual(['not-a-folder']);
   });
 
   it('aborts a running dump: kills pg_dump and removes the temp file', async () => {

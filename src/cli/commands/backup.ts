@@ -1,4 +1,6 @@
 import type { Command } from 'commander';
+import os from 'node:os';
+import { resolveTarget } from '../../config.js';
 import type { BackupResult } from '../../jobs/backup.js';
 import { formatBytes, formatDuration, shellQuote } from '../format.js';
 import { printJson, type Runtime } from '../runtime.js';
@@ -7,6 +9,8 @@ interface Options {
   db?: string;
   inProcess?: boolean;
   wait: boolean;
+  /** commander turns --no-owner into owner: false */
+  owner: boolean;
   json?: boolean;
 }
 
@@ -21,8 +25,7 @@ export function registerBackup(program: Command, runtime: () => Runtime): void {
     .option('--json', 'print one JSON document on stdout')
     .action(async (opts: Options) => {
       const rt = runtime();
-      // commander turns --no-owner into owner: false
-      const input = { database: opts.db, noOwner: (opts as { owner?: boolean }).owner === false };
+      const input = { database: opts.db, noOwner: !opts.owner };
       const { jobId, result } = await rt.submit<BackupResult>('backup', input, {
         inProcess: opts.inProcess,
         wait: opts.wait,
@@ -37,7 +40,7 @@ export function registerBackup(program: Command, runtime: () => Runtime): void {
         printJson({ jobId, ...result });
         return;
       }
-      const user = rt.config.databases.find((d) => d.name === result.database)?.postgres.user ?? '$USER';
+      const user = resolveTarget(rt.config, result.database).postgres.user ?? os.userInfo().username;
       process.stdout.write(
         `backup ${result.id} of "${result.database}": ${formatBytes(result.bytes)} ` +
           `(${formatBytes(result.uncompressedBytes)} uncompressed), ${result.tables} tables, ` +
