@@ -90,7 +90,7 @@ describe('backup to a local folder', () => {
 
 describe('backup to S3', () => {
   it('uploads an object that another S3 client downloads, verifies and restores by hand', async () => {
-    const source = await sourceDatabase();
+    const source = await sourceDatabase(awkwardName());
     const bucket = await createBucket();
     const config = testConfig({ ...pgEnv(source), ...s3Env(bucket, 'nightly/pg') });
     const storage = createStorage(config.storage);
