@@ -4,6 +4,7 @@ import type { S3Credentials } from '../config.js';
 import { StorageError } from '../errors.js';
 import {
   newRequestCounts,
+  type RequestCounts,
   type IncompleteUpload,
   type ObjectInfo,
   type ObjectWriter,
@@ -177,89 +178,84 @@ export class S3Storage implements Storage {
     }
   }
 
-  async putObject(key: string, body: string | Buffer, contentType = 'application/json'): Promise<void> {
-    this.requests.put++;
+  /**
+   * One S3 request: counted, sent with the lazily created client, and any failure turned into a StorageError
+   * naming the action and the object. With `ifMissing`, a 404 returns that value instead.
+   */
+  private async request<R, M = never>(
+    kind: keyof RequestCounts,
+    action: string,
+    key: string,
+    send: (sdk: Sdk, client: S3Client) => Promise<R>,
+    ifMissing?: { value: M },
+  ): Promise<R | M> {
+    this.requests[kind]++;
+    const { sdk, client } = await this.connect();
     try {
-      const { sdk, client } = await this.connect();
-      await client.send(
-        new sdk.PutObjectCommand({
-          Bucket: this.options.bucket,
-          Key: this.full(key),
-          Body: body,
-          ContentType: contentType,
-        }),
-      );
+      return await send(sdk, client);
     } catch (err) {
-      throw this.fail('put', key, err);
+      const name = (err as Error).name;
+      if (ifMissing && (httpStatus(err) === 404 || name === 'NoSuchKey' || name === 'NotFound'))
+        return ifMissing.value;
+      throw this.fail(action, key, err);
     }
+  }
+
+  async putObject(key: string, body: string | Buffer, contentType = 'application/json'): Promise<void> {
+    const params = { Bucket: this.options.bucket, Key: this.full(key), Body: body, ContentType: contentType };
+    await this.request('put', 'put', key, (sdk, c) => c.send(new sdk.PutObjectCommand(params)));
   }
 
   async getObject(key: string): Promise<Buffer | undefined> {
-    this.requests.get++;
-    try {
-      const { sdk, client } = await this.connect();
-      const out = await client.send(
-        new sdk.GetObjectCommand({ Bucket: this.options.bucket, Key: this.full(key) }),
-      );
-      if (!out.Body) return Buffer.alloc(0);
-      return Buffer.from(await out.Body.transformToByteArray());
-    } catch (err) {
-      if (httpStatus(err) === 404 || (err as Error).name === 'NoSuchKey') return undefined;
-      throw this.fail('get', key, err);
-    }
+    const params = { Bucket: this.options.bucket, Key: this.full(key) };
+    return this.request(
+      'get',
+      'get',
+      key,
+      async (sdk, c) => {
+        const out = await c.send(new sdk.GetObjectCommand(params));
+        return out.Body ? Buffer.from(await out.Body.transformToByteArray()) : Buffer.alloc(0);
+      },
+      { value: undefined },
+    );
   }
 
   async openRead(key: string, options: { signal?: AbortSignal } = {}): Promise<Readable> {
-    this.requests.get++;
-    try {
-      const { sdk, client } = await this.connect();
-      const out = await client.send(
-        new sdk.GetObjectCommand({ Bucket: this.options.bucket, Key: this.full(key) }),
-        {
-          abortSignal: options.signal,
-        },
-      );
-      if (!(out.Body instanceof Readable))
-        throw new StorageError(`S3 returned no stream for ${this.locate(key)}`);
-      return out.Body;
-    } catch (err) {
-      if (err instanceof StorageError) throw err;
-      throw this.fail('get', key, err);
-    }
+    const params = { Bucket: this.options.bucket, Key: this.full(key) };
+    const out = await this.request('get', 'get', key, (sdk, c) =>
+      c.send(new sdk.GetObjectCommand(params), { abortSignal: options.signal }),
+    );
+    if (!(out.Body instanceof Readable))
+      throw new StorageError(`S3 returned no stream for ${this.locate(key)}`);
+    return out.Body;
   }
 
   async stat(key: string): Promise<ObjectInfo | undefined> {
-    this.requests.head++;
-    try {
-      const { sdk, client } = await this.connect();
-      const out = await client.send(
-        new sdk.HeadObjectCommand({ Bucket: this.options.bucket, Key: this.full(key) }),
-      );
-      return { key, size: out.ContentLength ?? 0, lastModified: out.LastModified ?? new Date(0) };
-    } catch (err) {
-      if (httpStatus(err) === 404 || (err as Error).name === 'NotFound') return undefined;
-      throw this.fail('head', key, err);
-    }
+    const params = { Bucket: this.options.bucket, Key: this.full(key) };
+    const out = await this.request(
+      'head',
+      'head',
+      key,
+      (sdk, c) => c.send(new sdk.HeadObjectCommand(params)),
+      {
+        value: undefined,
+      },
+    );
+    return out && { key, size: out.ContentLength ?? 0, lastModified: out.LastModified ?? new Date(0) };
   }
 
   async *list(prefix: string): AsyncIterable<ObjectInfo> {
     let token: string | undefined;
     do {
-      this.requests.list++;
-      let out;
-      try {
-        const { sdk, client } = await this.connect();
-        out = await client.send(
-          new sdk.ListObjectsV2Command({
-            Bucket: this.options.bucket,
-            Prefix: this.full(prefix),
-            ContinuationToken: token,
-            MaxKeys: 1000,
-          }),
-        );
-      } catch (err) {
-        throw this.fail('list', prefix, err);
-      }
+      const params = {
+        Bucket: this.options.bucket,
+        Prefix: this.full(prefix),
+        ContinuationToken: token,
+        MaxKeys: 1000,
+      };
+      const out = await this.request('list', 'list', prefix, (sdk, c) =>
+        c.send(new sdk.ListObjectsV2Command(params)),
+      );
       for (const o of out.Contents ?? []) {
         if (!o.Key) continue;
         yield { key: this.relative(o.Key), size: o.Size ?? 0, lastModified: o.LastModified ?? new Date(0) };
@@ -271,19 +267,13 @@ export class S3Storage implements Storage {
   async deleteMany(keys: readonly string[]): Promise<void> {
     for (let i = 0; i < keys.length; i += 1000) {
       const batch = keys.slice(i, i + 1000);
-      this.requests.delete++;
-      let out;
-      try {
-        const { sdk, client } = await this.connect();
-        out = await client.send(
-          new sdk.DeleteObjectsCommand({
-            Bucket: this.options.bucket,
-            Delete: { Objects: batch.map((k) => ({ Key: this.full(k) })), Quiet: true },
-          }),
-        );
-      } catch (err) {
-        throw this.fail('delete', batch[0] ?? '', err);
-      }
+      const params = {
+        Bucket: this.options.bucket,
+        Delete: { Objects: batch.map((k) => ({ Key: this.full(k) })), Quiet: true },
+      };
+      const out = await this.request('delete', 'delete', batch[0] ?? '', (sdk, c) =>
+        c.send(new sdk.DeleteObjectsCommand(params)),
+      );
       const errors = (out.Errors ?? []).filter((e) => e.Code !== 'NoSuchKey');
       if (errors.length > 0) {
         const first = errors[0];
@@ -299,49 +289,33 @@ export class S3Storage implements Storage {
     let keyMarker: string | undefined;
     let uploadIdMarker: string | undefined;
     do {
-      this.requests.list++;
-      let out;
-      try {
-        const { sdk, client } = await this.connect();
-        out = await client.send(
-          new sdk.ListMultipartUploadsCommand({
-            Bucket: this.options.bucket,
-            Prefix: this.full(prefix),
-            KeyMarker: keyMarker,
-            UploadIdMarker: uploadIdMarker,
-          }),
-        );
-      } catch (err) {
-        throw this.fail('list multipart uploads', prefix, err);
-      }
+      const params = {
+        Bucket: this.options.bucket,
+        Prefix: this.full(prefix),
+        KeyMarker: keyMarker,
+        UploadIdMarker: uploadIdMarker,
+      };
+      const out = await this.request('list', 'list multipart uploads', prefix, (sdk, c) =>
+        c.send(new sdk.ListMultipartUploadsCommand(params)),
+      );
       for (const u of out.Uploads ?? []) {
         if (!u.Key || !u.UploadId) continue;
         yield { key: this.relative(u.Key), uploadId: u.UploadId, initiated: u.Initiated ?? new Date(0) };
       }
-      if (out.IsTruncated) {
-        keyMarker = out.NextKeyMarker;
-        uploadIdMarker = out.NextUploadIdMarker;
-      } else {
-        keyMarker = undefined;
-      }
+      keyMarker = out.IsTruncated ? out.NextKeyMarker : undefined;
+      uploadIdMarker = out.IsTruncated ? out.NextUploadIdMarker : undefined;
     } while (keyMarker);
   }
 
   async abortIncomplete(upload: IncompleteUpload): Promise<void> {
-    this.requests.delete++;
-    try {
-      const { sdk, client } = await this.connect();
-      await client.send(
-        new sdk.AbortMultipartUploadCommand({
-          Bucket: this.options.bucket,
-          Key: this.full(upload.key),
-          UploadId: upload.uploadId,
-        }),
-      );
-    } catch (err) {
-      if (httpStatus(err) === 404) return;
-      throw this.fail('abort multipart upload', upload.key, err);
-    }
+    const params = { Bucket: this.options.bucket, Key: this.full(upload.key), UploadId: upload.uploadId };
+    await this.request(
+      'delete',
+      'abort multipart upload',
+      upload.key,
+      (sdk, c) => c.send(new sdk.AbortMultipartUploadCommand(params)),
+      { value: undefined },
+    );
   }
 
   async close(): Promise<void> {
