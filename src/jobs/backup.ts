@@ -2,6 +2,7 @@ import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { resolveTarget } from '../config.js';
 import { AbortedError, DumpFailedError, PgshelfError, StorageError, errorMessage } from '../errors.js';
+import { garbageNudger } from '../memory.js';
 import { MANIFEST_FORMAT, MANIFEST_VERSION, writeManifest, type Manifest } from '../manifest.js';
 import { describeExit, spawnChild, type Child } from '../postgres/child.js';
 import { childEnv, connectionArgs } from '../postgres/connection.js';
@@ -60,8 +61,11 @@ class DumpGate extends Transform {
     super({ highWaterMark: 1 << 20 });
   }
 
+  private readonly nudge = garbageNudger();
+
   override _transform(chunk: Buffer, _enc: BufferEncoding, callback: TransformCallback): void {
     this.bytes += chunk.length;
+    this.nudge(chunk.length);
     this.rows.push(chunk);
     this.tail = (this.tail + chunk.toString('latin1', Math.max(0, chunk.length - 512))).slice(-512);
     callback(null, chunk);

@@ -19,10 +19,15 @@ export function createGzipStream(level: number, threads: number): Transform {
 }
 
 class ParallelGzip extends Transform {
-  private pending: Buffer[] = [];
-  private pendingBytes = 0;
+  /**
+   * Block buffers are reused: allocating a fresh MiB per block leaves hundreds of MiB of dead buffers for the
+   * garbage collector, which V8 lets pile up (tens of MiB of RSS) before it collects them.
+   */
+  private readonly free: Buffer[] = [];
+  private block: Buffer;
+  private filled = 0;
   /** Blocks being compressed, oldest first; their output is pushed in this order. */
-  private readonly inflight: Promise<Buffer>[] = [];
+  private readonly inflight: { buffer: Buffer; output: Promise<Buffer> }[] = [];
   private blocks = 0;
 
   constructor(
@@ -30,27 +35,31 @@ class ParallelGzip extends Transform {
     private readonly threads: number,
   ) {
     super({ highWaterMark: BLOCK_SIZE, readableHighWaterMark: BLOCK_SIZE });
+    this.block = Buffer.allocUnsafe(BLOCK_SIZE);
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, callback: TransformCallback): void {
-    this.pending.push(chunk);
-    this.pendingBytes += chunk.length;
-    if (this.pendingBytes < BLOCK_SIZE) {
-      callback();
-      return;
+    this.fill(chunk).then(() => callback(), callback);
+  }
+
+  private async fill(chunk: Buffer): Promise<void> {
+    let offset = 0;
+    while (offset < chunk.length) {
+      const n = chunk.copy(this.block, this.filled, offset);
+      this.filled += n;
+      offset += n;
+      if (this.filled === BLOCK_SIZE) {
+        this.startBlock();
+        // Backpressure: take more input only while fewer than `threads` blocks are in flight.
+        while (this.inflight.length >= this.threads) await this.pushOldest();
+        this.block = this.free.pop() ?? Buffer.allocUnsafe(BLOCK_SIZE);
+      }
     }
-    this.startBlock();
-    // Backpressure: accept more input only while fewer than `threads` blocks are in flight.
-    if (this.inflight.length < this.threads) {
-      callback();
-      return;
-    }
-    this.pushOldest().then(() => callback(), callback);
   }
 
   override _flush(callback: TransformCallback): void {
     // An empty input still makes a valid (empty) gzip file: one member.
-    if (this.pendingBytes > 0 || this.blocks === 0) this.startBlock();
+    if (this.filled > 0 || this.blocks === 0) this.startBlock();
     const drain = async (): Promise<void> => {
       while (this.inflight.length > 0) await this.pushOldest();
     };
@@ -58,18 +67,19 @@ class ParallelGzip extends Transform {
   }
 
   private startBlock(): void {
-    const block =
-      this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
-    this.pending = [];
-    this.pendingBytes = 0;
+    const buffer = this.block;
+    const output = gzipAsync(buffer.subarray(0, this.filled), { level: this.level });
+    output.catch(() => undefined); // observed when it is its turn; never unhandled meanwhile
+    this.inflight.push({ buffer, output });
+    this.filled = 0;
     this.blocks++;
-    const job = gzipAsync(block, { level: this.level });
-    job.catch(() => undefined); // observed when it is its turn; never unhandled meanwhile
-    this.inflight.push(job);
   }
 
   private async pushOldest(): Promise<void> {
     const next = this.inflight.shift();
-    if (next) this.push(await next);
+    if (!next) return;
+    const out = await next.output;
+    this.free.push(next.buffer); // zlib is done reading it
+    this.push(out);
   }
 }

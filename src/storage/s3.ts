@@ -33,7 +33,7 @@ function loadSdk(): Promise<Sdk> {
 }
 
 /** Budget for part buffers in flight; bigger parts mean fewer of them at once so memory stays flat. */
-const PART_BUFFER_BUDGET = 64 * MiB;
+const PART_BUFFER_BUDGET = 32 * MiB;
 
 /**
  * Part size for a stream expected to be about `expectedBytes` long: the smallest whole number of MiB (at least
