@@ -5,6 +5,7 @@ import { SETTINGS } from '../config.js';
 import { ConfigError, PgshelfError, errorMessage } from '../errors.js';
 import { registerBackup } from './commands/backup.js';
 import { registerList } from './commands/list.js';
+import { registerDrill, registerRestore, registerVerify } from './commands/restore.js';
 import { registerWorker } from './commands/worker.js';
 import { CommandFailed, Runtime } from './runtime.js';
 
@@ -25,7 +26,10 @@ export function buildProgram(): Command {
         SETTINGS.map((s) => `  ${s.name.padEnd(24)} ${s.meaning} (default: ${s.default})`).join('\n'),
     );
   registerBackup(program, runtime);
+  registerRestore(program, runtime);
   registerList(program, runtime);
+  registerDrill(program, runtime);
+  registerVerify(program, runtime);
   registerWorker(program, runtime);
   program.hook('postAction', async () => {
     await rt?.close();

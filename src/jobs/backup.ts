@@ -12,6 +12,7 @@ import type { ObjectWriter, Storage } from '../storage/index.js';
 import { backupKeys, newBackupId } from '../storage/layout.js';
 import { throttle, type JobContext, type JobDeps } from './context.js';
 import { createGzipStream } from './gzip.js';
+import { DUMP_COMPLETE, Tail } from './sql.js';
 import { CopyRowCounter, DigestStream } from './streams.js';
 
 export interface BackupInput {
@@ -36,9 +37,6 @@ export interface BackupResult {
   readonly rows: number;
 }
 
-/** The marker pg_dump writes at the very end of a plain dump; its absence means the dump was cut short. */
-const DUMP_COMPLETE = '-- PostgreSQL database dump complete';
-
 /**
  * Quotes a value for a libpq connection string. pg_dump treats a --dbname containing '=' as a connection
  * string, so the name always goes in as `dbname='...'` and any database name is taken literally.
@@ -55,7 +53,7 @@ export function conninfoDbname(name: string): string {
 class DumpGate extends Transform {
   bytes = 0;
   readonly rows = new CopyRowCounter();
-  private tail = '';
+  private readonly tail = new Tail();
 
   constructor(private readonly child: Child) {
     super({ highWaterMark: 1 << 20 });
@@ -67,7 +65,7 @@ class DumpGate extends Transform {
     this.bytes += chunk.length;
     this.nudge(chunk.length);
     this.rows.push(chunk);
-    this.tail = (this.tail + chunk.toString('latin1', Math.max(0, chunk.length - 512))).slice(-512);
+    this.tail.push(chunk);
     callback(null, chunk);
   }
 
@@ -78,7 +76,7 @@ class DumpGate extends Transform {
         callback(new DumpFailedError(`pg_dump ${describeExit(status)}${stderr ? `:\n${stderr}` : ''}`));
       } else if (this.bytes === 0) {
         callback(new DumpFailedError('pg_dump exited 0 but wrote nothing'));
-      } else if (!this.tail.includes(DUMP_COMPLETE)) {
+      } else if (!this.tail.complete) {
         callback(
           new DumpFailedError(`pg_dump's output ended without "${DUMP_COMPLETE}": the dump is incomplete`),
         );

@@ -29,6 +29,8 @@ export interface JobContext {
   readonly signal: AbortSignal;
   readonly progress: (p: Progress) => void;
   readonly logger: Logger;
+  /** Stable across retries of one queued job (e.g. `restore:42`); undefined when run in-process. */
+  readonly jobId?: string;
 }
 
 /** Calls `report` at most every `intervalMs`, and once more at the end when forced. */

@@ -1,15 +1,19 @@
 import type { JobKind } from '../queues.js';
-import { createBackupJob } from './backup.js';
+import { createBackupJob, type BackupInput } from './backup.js';
 import type { JobContext, JobDeps } from './context.js';
+import { createDrillJob, type DrillInput } from './drill.js';
+import { createRestoreJob, type RestoreInput } from './restore.js';
 
-export type JobFunction = (input: never, ctx: JobContext) => Promise<unknown>;
+export type AnyJob = (input: unknown, ctx: JobContext) => Promise<unknown>;
 
 /** Every job function, by queue. The worker and `--in-process` both run these. */
-export function createJobs(
-  deps: JobDeps,
-): Partial<Record<JobKind, (input: unknown, ctx: JobContext) => Promise<unknown>>> {
+export function createJobs(deps: JobDeps): Partial<Record<JobKind, AnyJob>> {
   const backup = createBackupJob(deps);
+  const restore = createRestoreJob(deps);
+  const drill = createDrillJob(deps);
   return {
-    backup: (input, ctx) => backup(input as Parameters<typeof backup>[0], ctx),
+    backup: (input, ctx) => backup(input as BackupInput, ctx),
+    restore: (input, ctx) => restore(input as RestoreInput, ctx),
+    drill: (input, ctx) => drill(input as DrillInput, ctx),
   };
 }

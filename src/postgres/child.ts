@@ -42,7 +42,7 @@ export interface Child {
   readonly stderr: TailBuffer;
   /** Resolves when the process has exited (never rejects; a spawn error resolves with code -1 and the error). */
   readonly exited: Promise<ExitStatus & { error?: Error }>;
-  kill(): void;
+  kill(signal?: NodeJS.Signals): void;
 }
 
 export interface SpawnOptions {
@@ -74,11 +74,12 @@ export function spawnChild(command: string, args: string[], options: SpawnOption
       resolve({ code, signal, ...(spawnError ? { error: spawnError } : {}) }),
     );
   });
-  const kill = (): void => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+  const kill = (signal: NodeJS.Signals = 'SIGTERM'): void => {
+    if (child.exitCode === null && child.signalCode === null) child.kill(signal);
   };
-  options.signal?.addEventListener('abort', kill, { once: true });
-  void exited.then(() => options.signal?.removeEventListener('abort', kill));
+  const onAbort = (): void => kill();
+  options.signal?.addEventListener('abort', onAbort, { once: true });
+  void exited.then(() => options.signal?.removeEventListener('abort', onAbort));
   return { process: child, stderr, exited, kill };
 }
 

@@ -44,6 +44,7 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
         return await run(job.data, {
           signal: abort.signal,
           logger: log,
+          jobId: `${config.queuePrefix}:${kind}:${job.id ?? '?'}`,
           progress: (p) => {
             job
               .updateProgress({ ...p })

@@ -1,0 +1,134 @@
+import { randomBytes } from 'node:crypto';
+import { resolveTarget } from '../config.js';
+import { PgshelfError, errorMessage } from '../errors.js';
+import { findBackup, readManifest, writeManifest, type DrillRecord } from '../manifest.js';
+import { dropDatabase, withAdminDb } from '../postgres/admin.js';
+import { withDb } from '../postgres/connection.js';
+import type { JobContext, JobDeps } from './context.js';
+import { createRestoreJob } from './restore.js';
+
+export interface DrillInput {
+  readonly database?: string;
+  /** 'latest' (default) or a backup id. */
+  readonly backup?: string;
+}
+
+export interface TableMismatch {
+  readonly table: string;
+  readonly expected: number;
+  readonly restored: number | null;
+}
+
+export interface DrillResult {
+  readonly database: string;
+  readonly backupId: string;
+  readonly verified: boolean;
+  readonly restoreMs: number;
+  readonly tables: number;
+  readonly rows: number;
+  readonly mismatches: readonly TableMismatch[];
+  readonly scratchDatabase: string;
+}
+
+/** A restore drill found the restored data different from what the backup recorded. */
+export class DrillFailedError extends PgshelfError {
+  override readonly recoverable = false;
+}
+
+/** Table names as pg_dump prints them in COPY lines: identifiers, plain or double-quoted, joined by dots. */
+const QUALIFIED_NAME =
+  /^(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)(?:\.(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*))*$/;
+
+/**
+ * Restores a backup (the latest by default) into a scratch database, counts every table's rows and compares
+ * them with the counts the backup recorded, records the outcome and the restore time in the manifest, and drops
+ * the scratch database, whatever happened.
+ */
+export function createDrillJob(deps: JobDeps) {
+  const now = deps.now ?? (() => new Date());
+  const restore = createRestoreJob(deps);
+  return async function drill(input: DrillInput, ctx: JobContext): Promise<DrillResult> {
+    const { config, storage } = deps;
+    const target = resolveTarget(config, input.database);
+    const { backup } = await findBackup(storage, target.name, input.backup ?? 'latest');
+    const scratch = `pgshelf_drill_${randomBytes(6).toString('hex')}`;
+    const q = { echo: config.dbEcho, logger: ctx.logger };
+    ctx.logger.info({ database: target.name, backup: backup.id, scratch }, 'restore drill started');
+    let restoreMs = 0;
+    let mismatches: TableMismatch[] = [];
+    let rows = 0;
+    let detail: string | undefined;
+    let expected: Record<string, number> = {};
+    try {
+      const restored = await restore({ database: target.name, backup: backup.id, into: scratch }, ctx);
+      restoreMs = restored.durationMs;
+      expected = (await readManifest(storage, backup.manifestKey!)).tables;
+      mismatches = await withDb(target.postgres, { ...q, database: scratch }, async (db) => {
+        const out: TableMismatch[] = [];
+        for (const [table, count] of Object.entries(expected)) {
+          if (!QUALIFIED_NAME.test(table)) {
+            out.push({ table, expected: count, restored: null });
+            continue;
+          }
+          const [row] = await db
+            .query<{ n: string }>(`SELECT count(*)::text AS n FROM ONLY ${table}`)
+            .catch(() => [] as { n: string }[]);
+          const n = row ? Number(row.n) : null;
+          if (n !== null) rows += n;
+          if (n !== count) out.push({ table, expected: count, restored: n });
+        }
+        return out;
+      });
+      if (mismatches.length > 0) {
+        detail = mismatches
+          .slice(0, 10)
+          .map((m) => `${m.table}: ${m.restored ?? 'missing'} rows, expected ${m.expected}`)
+          .join('; ');
+      }
+    } catch (err) {
+      detail = `restore failed: ${errorMessage(err)}`;
+    } finally {
+      await withAdminDb(target.postgres, q, (db) => dropDatabase(db, scratch)).catch((err: unknown) =>
+        ctx.logger.error(
+          { err: errorMessage(err), scratch },
+          'could not drop the drill database; drop it by hand',
+        ),
+      );
+    }
+
+    const verified = detail === undefined;
+    const record: DrillRecord = {
+      verified,
+      at: now().toISOString(),
+      restoreMs,
+      scratchDatabase: scratch,
+      ...(detail ? { detail } : {}),
+    };
+    // Re-read just before writing: keep whatever else changed the manifest meanwhile.
+    const manifest = await readManifest(storage, backup.manifestKey!);
+    await writeManifest(storage, backup.manifestKey!, {
+      ...manifest,
+      drill: record,
+      drills: [...manifest.drills, record],
+    });
+    ctx.logger.info(
+      { database: target.name, backup: backup.id, verified, restoreMs },
+      'restore drill finished',
+    );
+    if (!verified) {
+      throw new DrillFailedError(
+        `restore drill of backup ${backup.id} of "${target.name}" failed: ${detail}`,
+      );
+    }
+    return {
+      database: target.name,
+      backupId: backup.id,
+      verified,
+      restoreMs,
+      tables: Object.keys(expected).length,
+      rows,
+      mismatches,
+      scratchDatabase: scratch,
+    };
+  };
+}

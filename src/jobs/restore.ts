@@ -1,0 +1,415 @@
+import { createHash, randomBytes } from 'node:crypto';
+import os from 'node:os';
+import { Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
+import type { Readable, Transform } from 'node:stream';
+import { resolveTarget, type PgSettings } from '../config.js';
+import {
+  AbortedError,
+  BackupNotFoundError,
+  ChecksumMismatchError,
+  ConfigError,
+  CorruptArchiveError,
+  PgshelfError,
+  RestoreFailedError,
+  TargetExistsError,
+  VersionMismatchError,
+  errorMessage,
+} from '../errors.js';
+import { findBackup, type Manifest } from '../manifest.js';
+import { garbageNudger } from '../memory.js';
+import {
+  commentOnDatabase,
+  databaseInfo,
+  dropDatabase,
+  renameDatabase,
+  withAdminDb,
+} from '../postgres/admin.js';
+import { describeExit, spawnChild, type Child } from '../postgres/child.js';
+import { childEnv, connectionArgs, type QueryOptions } from '../postgres/connection.js';
+import { describeConnectError } from '../postgres/server.js';
+import { findTool, serverMajor } from '../postgres/tools.js';
+import { parseKey } from '../storage/layout.js';
+import type { Storage } from '../storage/index.js';
+import { conninfoDbname } from './backup.js';
+import { throttle, type JobContext, type JobDeps } from './context.js';
+import { DUMP_COMPLETE, EndGate, OwnershipFilter } from './sql.js';
+import { DigestStream } from './streams.js';
+
+export interface RestoreInput {
+  /** Database whose backups to look in; default: POSTGRES_DB. Its connection settings are used for the target. */
+  readonly database?: string;
+  /** 'latest' (default) or a backup id. */
+  readonly backup?: string;
+  /** Restore this storage key instead (any gzip of a plain SQL dump, with or without a manifest). */
+  readonly key?: string;
+  /** Name of the database to create. It must not exist. */
+  readonly into: string;
+  /** Drop ownership and privilege statements: every object then belongs to POSTGRES_USER. */
+  readonly noOwner?: boolean;
+}
+
+export interface RestoreResult {
+  readonly database: string;
+  readonly owner: string;
+  readonly backupId: string | null;
+  readonly sourceDatabase: string | null;
+  readonly archiveKey: string;
+  readonly bytes: number;
+  readonly uncompressedBytes: number;
+  readonly sha256: string;
+  /** Whether the archive's SHA-256 and size were checked against a manifest (false for foreign archives). */
+  readonly checkedAgainstManifest: boolean;
+  readonly durationMs: number;
+}
+
+/** The most a PostgreSQL identifier can hold (NAMEDATALEN - 1). */
+const MAX_NAME_BYTES = 63;
+
+/** Settings for psql's session on a brand-new database: faster index builds, no waiting on WAL flushes. */
+export const RESTORE_PGOPTIONS = '-c maintenance_work_mem=256MB -c synchronous_commit=off';
+
+function checkTargetName(into: string): void {
+  if (!into || into.trim() === '') {
+    throw new ConfigError('no target database given: pass --into NEW_DB, e.g. --into fractal_db_restored');
+  }
+  if (Buffer.byteLength(into, 'utf8') > MAX_NAME_BYTES) {
+    throw new ConfigError(
+      `--into "${into}" is ${Buffer.byteLength(into, 'utf8')} bytes; PostgreSQL names hold at most ${MAX_NAME_BYTES}`,
+    );
+  }
+  if (into.includes('\u0000')) throw new ConfigError('--into must not contain NUL characters');
+}
+
+/**
+ * The scratch name a restore is built under before it is renamed to its target. Derived from the job id, so a
+ * retry of the same job finds (and drops) what an earlier attempt left behind.
+ */
+export function stagingName(jobKey: string): string {
+  return `pgshelf_restore_${createHash('sha256').update(jobKey).digest('hex').slice(0, 16)}`;
+}
+
+interface Archive {
+  readonly key: string;
+  readonly bytes: number;
+  readonly manifest: Manifest | undefined;
+  readonly backupId: string | null;
+  readonly sourceDatabase: string | null;
+}
+
+async function locateArchive(storage: Storage, database: string, input: RestoreInput): Promise<Archive> {
+  if (input.key !== undefined) {
+    const info = await storage.stat(input.key);
+    if (!info) throw new BackupNotFoundError(`${storage.locate(input.key)} does not exist: check --key`);
+    // A pgshelf archive given by key still gets its manifest checks.
+    const parsed = parseKey(input.key);
+    const manifestBody = parsed ? await storage.getObject(`${parsed.base}.manifest.json`) : undefined;
+    const manifest = manifestBody ? (JSON.parse(manifestBody.toString('utf8')) as Manifest) : undefined;
+    return {
+      key: input.key,
+      bytes: info.size,
+      manifest,
+      backupId: manifest?.id ?? null,
+      sourceDatabase: manifest?.database ?? null,
+    };
+  }
+  const { backup, manifest } = await findBackup(storage, database, input.backup ?? 'latest');
+  return {
+    key: manifest.archive.key,
+    bytes: manifest.archive.bytes,
+    manifest,
+    backupId: backup.id,
+    sourceDatabase: manifest.database,
+  };
+}
+
+/**
+ * psql's stdin as the end of a pipeline. Ending it lets psql COMMIT; destroying it on an error first kills
+ * psql, because closing psql's stdin is an end of input, which would COMMIT whatever it had read so far.
+ */
+class PsqlSink extends Writable {
+  constructor(private readonly child: Child) {
+    super({ highWaterMark: 1 << 20 });
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, callback: (error?: Error | null) => void): void {
+    const stdin = this.child.process.stdin;
+    if (!stdin || stdin.destroyed) {
+      callback(new RestoreFailedError('psql stopped reading its input'));
+      return;
+    }
+    if (stdin.write(chunk)) callback();
+    else {
+      const onDrain = (): void => {
+        stdin.off('error', onError);
+        callback();
+      };
+      const onError = (err: Error): void => {
+        stdin.off('drain', onDrain);
+        callback(err);
+      };
+      stdin.once('drain', onDrain);
+      stdin.once('error', onError);
+    }
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    this.child.process.stdin?.end(callback);
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    if (error) this.child.kill('SIGKILL');
+    this.child.process.stdin?.destroy();
+    callback(error);
+  }
+}
+
+export function createRestoreJob(deps: JobDeps) {
+  const now = deps.now ?? (() => new Date());
+  return async function restore(input: RestoreInput, ctx: JobContext): Promise<RestoreResult> {
+    const { config, storage } = deps;
+    const log = ctx.logger;
+    checkTargetName(input.into);
+    const target = resolveTarget(config, input.database);
+    const pg: PgSettings = target.postgres;
+    const q: QueryOptions = { echo: config.dbEcho, logger: log };
+    if (ctx.signal.aborted) throw new AbortedError();
+
+    const archive = await locateArchive(storage, target.name, input);
+    const jobKey = ctx.jobId ?? `in-process:${randomBytes(8).toString('hex')}`;
+    const staging = stagingName(`${jobKey}:${input.into}`);
+    const marker = `pgshelf restore job ${jobKey}`;
+
+    // Server version, the target's existence, and leftovers of an earlier attempt of this same job.
+    const server = await withAdminDb(pg, q, async (db) => {
+      const [row] = await db.query<{ num: string }>(`SELECT current_setting('server_version_num') AS num`);
+      const existing = await databaseInfo(db, input.into);
+      if (existing) {
+        // A retry of a job whose attempt renamed the database and then died: the restore is done.
+        if (existing.comment?.startsWith(`${marker} completed`))
+          return { versionNum: Number(row?.num), done: true };
+        throw new TargetExistsError(
+          `database "${input.into}" already exists (owner ${existing.owner}): pgshelf restores only into a new ` +
+            'database and never overwrites one. Choose another --into, or drop it yourself first',
+        );
+      }
+      if (await databaseInfo(db, staging)) {
+        log.warn({ staging }, 'dropping the unfinished restore left by an earlier attempt of this job');
+        await dropDatabase(db, staging);
+      }
+      return { versionNum: Number(row?.num), done: false };
+    }).catch((err: unknown) => {
+      if (err instanceof PgshelfError) throw err;
+      throw describeConnectError(err, pg, 'postgres');
+    });
+    const major = serverMajor(server.versionNum);
+    if (archive.manifest && serverMajor(archive.manifest.serverVersionNum) > major) {
+      throw new VersionMismatchError(
+        `the backup comes from PostgreSQL ${archive.manifest.serverVersion} but the target server is ` +
+          `${major}: restore into a server of major version ${serverMajor(archive.manifest.serverVersionNum)} or newer`,
+      );
+    }
+    const owner = pg.user ?? os.userInfo().username;
+    const startedAt = now();
+    if (server.done) {
+      log.info({ into: input.into }, 'an earlier attempt of this job already completed the restore');
+      return result(0, 0, '');
+    }
+
+    const [createdb, psql] = await Promise.all([
+      findTool('createdb', major, { binDir: config.pgBinDir, env: config.childEnv }),
+      findTool('psql', major, { binDir: config.pgBinDir, env: config.childEnv }),
+    ]);
+    log.info(
+      { into: input.into, staging, key: archive.key, backup: archive.backupId, bytes: archive.bytes },
+      'restore started',
+    );
+
+    // 1. A fresh database, owned by POSTGRES_USER, created by POSTGRES_ADMIN_USER (template0: nothing in it).
+    const createArgs = [...connectionArgs(pg, 'admin'), '--no-password', '--template=template0'];
+    if (pg.user !== undefined) createArgs.push(`--owner=${pg.user}`);
+    createArgs.push('--', staging);
+    const created = spawnChild(createdb.path, createArgs, {
+      env: childEnv(config.childEnv, pg, 'admin'),
+      logger: log,
+      echo: config.dbEcho,
+      stdout: 'ignore',
+    });
+    const createdStatus = await created.exited;
+    if (createdStatus.code !== 0) {
+      throw new RestoreFailedError(
+        `createdb ${describeExit(createdStatus)}: ${created.stderr.text(5)}. Check that POSTGRES_ADMIN_USER ` +
+          `(${pg.adminUser ?? 'default'}) may create databases`,
+      );
+    }
+    const cleanup = async (): Promise<void> => {
+      await withAdminDb(pg, q, (db) => dropDatabase(db, staging)).catch((err: unknown) =>
+        log.error(
+          { err: errorMessage(err), staging },
+          'could not drop the unfinished restore; drop it by hand',
+        ),
+      );
+    };
+
+    let digest: DigestStream | undefined;
+    let sqlGate: EndGate | undefined;
+    let child: Child | undefined;
+    try {
+      await withAdminDb(pg, q, (db) =>
+        commentOnDatabase(db, staging, `${marker} in progress: restoring ${archive.key} into ${input.into}`),
+      );
+      // 2. storage -> SHA-256 -> gunzip -> [ownership filter] -> psql, in one transaction.
+      const abort = new AbortController();
+      const onAbort = (): void => abort.abort(ctx.signal.reason);
+      ctx.signal.addEventListener('abort', onAbort, { once: true });
+      const psqlArgs = [
+        ...connectionArgs(pg),
+        '--no-password',
+        '--no-psqlrc',
+        '--quiet',
+        '--set=ON_ERROR_STOP=1',
+        '--single-transaction',
+        `--dbname=${conninfoDbname(staging)}`,
+      ];
+      child = spawnChild(psql.path, psqlArgs, {
+        env: { ...childEnv(config.childEnv, pg), PGOPTIONS: RESTORE_PGOPTIONS },
+        logger: log,
+        echo: config.dbEcho,
+        stdin: 'pipe',
+        stdout: 'ignore',
+        signal: abort.signal,
+      });
+      const source: Readable = await storage.openRead(archive.key, { signal: abort.signal });
+      digest = new DigestStream({ highWaterMark: 1 << 20 });
+      const d = digest;
+      const manifest = archive.manifest;
+      const archiveGate = new EndGate(() => {
+        if (!manifest) return undefined;
+        if (d.bytes !== manifest.archive.bytes || d.sha256 !== manifest.archive.sha256) {
+          return new ChecksumMismatchError(
+            `${storage.locate(archive.key)} does not match its manifest: read ${d.bytes} bytes with SHA-256 ` +
+              `${d.sha256}, expected ${manifest.archive.bytes} bytes with SHA-256 ${manifest.archive.sha256}. ` +
+              'The archive is damaged; restore another backup (`pgshelf list`)',
+          );
+        }
+        return undefined;
+      });
+      const nudge = garbageNudger();
+      sqlGate = new EndGate(
+        (g) =>
+          g.tail.complete
+            ? undefined
+            : new CorruptArchiveError(
+                `${storage.locate(archive.key)} ends without pg_dump's "${DUMP_COMPLETE}" line: the dump is ` +
+                  'incomplete; restore another backup',
+              ),
+        (chunk) => nudge(chunk.length),
+      );
+      const report = throttle(ctx.progress);
+      const t0 = Date.now();
+      const progress = (force = false): void => {
+        const elapsedMs = Date.now() - t0;
+        report(
+          {
+            phase: 'restore',
+            bytesIn: d.bytes,
+            bytesOut: sqlGate?.bytes ?? 0,
+            totalBytes: archive.bytes,
+            elapsedMs,
+            rate: elapsedMs > 0 ? (d.bytes * 1000) / elapsedMs : 0,
+          },
+          force,
+        );
+      };
+      const ticker = setInterval(progress, 1000);
+      const stages: (Readable | Transform | Writable)[] = [
+        source,
+        digest,
+        archiveGate,
+        createGunzip({ chunkSize: 128 * 1024 }),
+      ];
+      if (input.noOwner) stages.push(new OwnershipFilter());
+      stages.push(sqlGate, new PsqlSink(child));
+      try {
+        await pipeline(stages as [Readable, ...Transform[], Writable], { signal: abort.signal });
+        const status = await child.exited;
+        if (status.code !== 0) throw new RestoreFailedError(`psql ${describeExit(status)}`);
+        progress(true);
+      } finally {
+        clearInterval(ticker);
+        ctx.signal.removeEventListener('abort', onAbort);
+      }
+
+      // 3. Only a complete, verified, committed restore gets the target's name.
+      await withAdminDb(pg, q, async (db) => {
+        await renameDatabase(db, staging, input.into);
+        await commentOnDatabase(
+          db,
+          input.into,
+          `${marker} completed ${now().toISOString()}: restored from ${archive.key}`,
+        );
+      });
+    } catch (err) {
+      child?.kill('SIGKILL');
+      const status = child ? await child.exited : undefined;
+      await cleanup();
+      throw explainRestoreFailure(err, child, status, ctx.signal, input.into);
+    }
+    const finished = now();
+    const res = result(finished.getTime() - startedAt.getTime(), sqlGate.bytes, digest.sha256, digest.bytes);
+    log.info({ into: input.into, ms: res.durationMs, bytes: res.bytes }, 'restore finished');
+    return res;
+
+    function result(
+      durationMs: number,
+      uncompressedBytes: number,
+      sha256: string,
+      bytes = archive.bytes,
+    ): RestoreResult {
+      return {
+        database: input.into,
+        owner,
+        backupId: archive.backupId,
+        sourceDatabase: archive.sourceDatabase,
+        archiveKey: archive.key,
+        bytes,
+        uncompressedBytes,
+        sha256: sha256 || (archive.manifest?.archive.sha256 ?? ''),
+        checkedAgainstManifest: archive.manifest !== undefined,
+        durationMs,
+      };
+    }
+  };
+}
+
+function explainRestoreFailure(
+  err: unknown,
+  child: Child | undefined,
+  status: { code: number | null; signal: NodeJS.Signals | null } | undefined,
+  signal: AbortSignal,
+  into: string,
+): Error {
+  if (signal.aborted) {
+    return new AbortedError(`restore aborted: ${errorMessage(signal.reason)}; "${into}" was not created`);
+  }
+  if (err instanceof ChecksumMismatchError || err instanceof CorruptArchiveError) return err;
+  const corrupt = asCorruptArchive(err);
+  if (corrupt) return corrupt;
+  // psql's own words are the useful part of an SQL failure.
+  const stderr = child?.stderr.text(15);
+  if (stderr && status && status.code !== 0 && status.signal !== 'SIGKILL') {
+    return new RestoreFailedError(`psql ${describeExit(status)}:\n${stderr}`, { cause: err });
+  }
+  if (stderr) return new RestoreFailedError(`${errorMessage(err)}\npsql said:\n${stderr}`, { cause: err });
+  return err instanceof Error ? err : new Error(String(err));
+}
+
+/** zlib's errors (Z_DATA_ERROR, Z_BUF_ERROR for a truncated file) mean a damaged archive. */
+export function asCorruptArchive(err: unknown): CorruptArchiveError | undefined {
+  if (!(err as { code?: string }).code?.startsWith('Z_')) return undefined;
+  return new CorruptArchiveError(
+    `the archive cannot be decompressed (${errorMessage(err)}): it is truncated or damaged; use another backup`,
+    { cause: err },
+  );
+}

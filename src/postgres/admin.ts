@@ -1,0 +1,49 @@
+/** Database-level operations for restores, run as POSTGRES_ADMIN_USER on the maintenance database. */
+import type { PgSettings } from '../config.js';
+import { Db, quoteIdent, type QueryOptions } from './connection.js';
+
+/** Connects as the admin role to `postgres`, or to `template1` where there is no `postgres` database. */
+export async function withAdminDb<T>(
+  settings: PgSettings,
+  options: QueryOptions,
+  fn: (db: Db) => Promise<T>,
+): Promise<T> {
+  let db: Db;
+  try {
+    db = await Db.connect(settings, { ...options, role: 'admin', database: 'postgres' });
+  } catch (err) {
+    if ((err as { code?: string }).code !== '3D000') throw err;
+    db = await Db.connect(settings, { ...options, role: 'admin', database: 'template1' });
+  }
+  try {
+    return await fn(db);
+  } finally {
+    await db.close();
+  }
+}
+
+export async function databaseInfo(
+  db: Db,
+  name: string,
+): Promise<{ owner: string; comment: string | null } | undefined> {
+  const [row] = await db.query<{ owner: string; comment: string | null }>(
+    `SELECT pg_get_userbyid(d.datdba) AS owner, shobj_description(d.oid, 'pg_database') AS comment
+     FROM pg_database d WHERE d.datname = $1`,
+    [name],
+  );
+  return row;
+}
+
+export async function dropDatabase(db: Db, name: string): Promise<void> {
+  // FORCE ends sessions still attached (a psql left behind by a killed worker).
+  await db.query(`DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`);
+}
+
+export async function renameDatabase(db: Db, from: string, to: string): Promise<void> {
+  await db.query(`ALTER DATABASE ${quoteIdent(from)} RENAME TO ${quoteIdent(to)}`);
+}
+
+export async function commentOnDatabase(db: Db, name: string, comment: string): Promise<void> {
+  // COMMENT takes a literal, not a parameter.
+  await db.query(`COMMENT ON DATABASE ${quoteIdent(name)} IS '${comment.replace(/'/g, "''")}'`);
+}
