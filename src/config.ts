@@ -83,6 +83,8 @@ export interface Config {
   readonly attempts: number;
   /** First retry delay; later ones double (exponential backoff). */
   readonly retryDelayMs: number;
+  /** BullMQ job lock: a job whose worker died is picked up again after about this long. */
+  readonly lockDurationMs: number;
   /** How long a worker lets running jobs finish after SIGTERM before aborting them. */
   readonly shutdownGraceMs: number;
   readonly http: { readonly host: string; readonly port: number };
@@ -372,6 +374,7 @@ export function loadConfig(env: Env = process.env, options: LoadOptions = {}): C
     concurrency: parseInteger(env, 'PGSHELF_CONCURRENCY', 1, 1, 64, '2'),
     attempts: parseInteger(env, 'PGSHELF_ATTEMPTS', 3, 1, 100),
     retryDelayMs: parseInteger(env, 'PGSHELF_RETRY_DELAY', 30, 0, 86_400, '60') * 1000,
+    lockDurationMs: parseInteger(env, 'PGSHELF_LOCK_DURATION', 60, 2, 3600, '60') * 1000,
     shutdownGraceMs: parseInteger(env, 'PGSHELF_SHUTDOWN_GRACE', 30, 0, 86_400, '60') * 1000,
     http: Object.freeze({
       host: str(env, 'PGSHELF_HTTP_HOST') ?? '127.0.0.1',

@@ -286,11 +286,17 @@ export function createRestoreJob(deps: JobDeps) {
       const manifest = archive.manifest;
       const archiveGate = new EndGate(() => {
         if (!manifest) return undefined;
-        if (d.bytes !== manifest.archive.bytes || d.sha256 !== manifest.archive.sha256) {
+        if (d.bytes !== manifest.archive.bytes) {
           return new ChecksumMismatchError(
-            `${storage.locate(archive.key)} does not match its manifest: read ${d.bytes} bytes with SHA-256 ` +
-              `${d.sha256}, expected ${manifest.archive.bytes} bytes with SHA-256 ${manifest.archive.sha256}. ` +
-              'The archive is damaged; restore another backup (`pgshelf list`)',
+            `${storage.locate(archive.key)} is ${d.bytes < manifest.archive.bytes ? 'truncated' : 'too long'}: ` +
+              `read ${d.bytes} bytes, the manifest says ${manifest.archive.bytes}. Restore another backup (\`pgshelf list\`)`,
+          );
+        }
+        if (d.sha256 !== manifest.archive.sha256) {
+          return new ChecksumMismatchError(
+            `${storage.locate(archive.key)} does not match its manifest: SHA-256 ${d.sha256}, expected ` +
+              `${manifest.archive.sha256} (${manifest.archive.bytes} bytes). The archive is damaged; restore ` +
+              'another backup (`pgshelf list`)',
           );
         }
         return undefined;

@@ -47,9 +47,16 @@ export class EndGate extends Transform {
 
 const NL = 0x0a;
 
+/** First words of the statements that may tie objects to roles. */
+const MAYBE_OWNERSHIP = /^(ALTER |SET SESSION AUTHORIZATION |GRANT |REVOKE )/;
 /** Statements that tie objects to roles: dropped by `--no-owner` restores (like pg_restore --no-owner --no-acl). */
 const OWNERSHIP =
-  /^(ALTER [A-Z ]+ OWNER TO |SET SESSION AUTHORIZATION |GRANT |REVOKE |ALTER DEFAULT PRIVILEGES )/;
+  /^(ALTER [A-Z][A-Z ]* .* OWNER TO .*;|SET SESSION AUTHORIZATION .*;|GRANT .*;|REVOKE .*;|ALTER DEFAULT PRIVILEGES .*;)$/;
+
+/** Whether a whole SQL line (without its newline) is an ownership or privilege statement. */
+export function isOwnershipStatement(line: string): boolean {
+  return MAYBE_OWNERSHIP.test(line) && OWNERSHIP.test(line);
+}
 
 /**
  * Drops ownership and privilege statements from a plain dump, so that every object belongs to the user running
@@ -68,6 +75,14 @@ export class OwnershipFilter extends Transform {
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, callback: TransformCallback): void {
+    try {
+      callback(null, this.withoutOwnership(chunk));
+    } catch (err) {
+      callback(err as Error);
+    }
+  }
+
+  private withoutOwnership(chunk: Buffer): Buffer {
     const data = this.carry ? Buffer.concat([this.carry, chunk]) : chunk;
     this.carry = undefined;
     const out: Buffer[] = [];
@@ -106,8 +121,8 @@ export class OwnershipFilter extends Transform {
         this.carry = data.subarray(pos);
         break;
       }
-      const head = data.toString('utf8', pos, Math.min(nl, pos + 64));
-      if (OWNERSHIP.test(head)) {
+      const head = data.toString('utf8', pos, Math.min(nl, pos + 32));
+      if (MAYBE_OWNERSHIP.test(head) && isOwnershipStatement(data.toString('utf8', pos, nl))) {
         this.dropped++;
       } else {
         out.push(data.subarray(pos, nl + 1));
@@ -121,14 +136,14 @@ export class OwnershipFilter extends Transform {
       }
       pos = nl + 1;
     }
-    callback(null, out.length === 1 ? out[0] : Buffer.concat(out));
+    return out.length === 1 ? out[0]! : Buffer.concat(out);
   }
 
   override _flush(callback: TransformCallback): void {
     const rest = this.carry;
     this.carry = undefined;
     if (rest && rest.length > 0) {
-      if (!this.inCopy && OWNERSHIP.test(rest.toString('utf8', 0, Math.min(rest.length, 64)))) this.dropped++;
+      if (!this.inCopy && isOwnershipStatement(rest.toString('utf8'))) this.dropped++;
       else this.push(rest);
     }
     callback();

@@ -64,9 +64,10 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
       connection: redisConnection(config),
       prefix: config.queuePrefix,
       concurrency: config.concurrency,
-      // Dumps are long: a lock renewed every 15 s, and a job whose worker died is re-queued after ~1 min.
-      lockDuration: 60_000,
-      stalledInterval: 30_000,
+      // The lock is renewed every lockDuration/2 while the job runs; a job whose worker died is found stalled
+      // and run again within about one lockDuration.
+      lockDuration: config.lockDurationMs,
+      stalledInterval: Math.max(1000, Math.floor(config.lockDurationMs / 2)),
       maxStalledCount: 2,
     });
     worker.on('error', (err) => logger.error({ err: errorMessage(err), queue: kind }, 'worker error'));
