@@ -1,0 +1,147 @@
+import { Queue } from 'bullmq';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import pg from 'pg';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Env } from '../../src/config.js';
+import { pgEnv, tempDir, uniquePrefix } from '../helpers/env.js';
+import { runCli, startCli, waitFor, type RunningCli } from '../helpers/cli.js';
+import {
+  createDatabase,
+  createSampleSchema,
+  databaseExists,
+  dropDatabase,
+  PG_HOST,
+  PG_PORT,
+  PG_USER,
+  snapshotDatabase,
+  uniqueName,
+  withClient,
+} from '../helpers/pg.js';
+
+const cleanup: (() => Promise<void>)[] = [];
+afterEach(async (ctx) => {
+  const fns = cleanup.splice(0);
+  if (ctx.task.result?.state !== 'fail') for (const fn of fns.reverse()) await fn();
+});
+
+async function setup(): Promise<{ db: string; dir: string; env: Env }> {
+  const db = uniqueName();
+  await createDatabase(db);
+  cleanup.push(() => dropDatabase(db));
+  await createSampleSchema(db, 300);
+  const dir = await tempDir();
+  cleanup.push(() => rm(dir, { recursive: true, force: true }));
+  const prefix = uniquePrefix();
+  cleanup.push(async () => {
+    for (const name of ['backup', 'restore', 'prune', 'drill']) {
+      const q = new Queue(name, { connection: { host: '127.0.0.1', port: 6379 }, prefix });
+      await q.obliterate({ force: true });
+      await q.close();
+    }
+  });
+  const env: Env = {
+    ...pgEnv(db),
+    PGSHELF_STORAGE: dir,
+    PGSHELF_QUEUE_PREFIX: prefix,
+    PGSHELF_RETRY_DELAY: '1',
+    PGSHELF_LOCK_DURATION: '3',
+    PGSHELF_LOG_LEVEL: 'info',
+  };
+  return { db, dir, env };
+}
+
+function worker(env: Env): RunningCli {
+  const w = startCli(['worker'], env);
+  cleanup.push(async () => {
+    if (w.child.exitCode === null && w.child.signalCode === null) w.child.kill('SIGKILL');
+    await w.done;
+  });
+  return w;
+}
+
+describe('pgshelf restore through a worker', () => {
+  it('enqueues, shows progress, restores, and exits 0; an existing target exits 1 with the reason', async () => {
+    const { db, env } = await setup();
+    expect((await runCli(['backup', '--in-process'], env)).code).toBe(0);
+    const w = worker(env);
+    await waitFor('worker to start', () => w.stderr().includes('worker started'));
+    const into = uniqueName('pgshelf_into');
+    cleanup.push(() => dropDatabase(into));
+    const res = await runCli(['restore', '--into', into], env);
+    expect(res.code, res.stderr).toBe(0);
+    expect(res.stdout).toMatch(
+      new RegExp(`^restored backup [0-9a-f]{8} into "${into}" \\(owner ${PG_USER}\\)`),
+    );
+    expect(res.stdout).toContain('SHA-256 matched the manifest');
+    expect(await snapshotDatabase(into)).toEqual(await snapshotDatabase(db));
+
+    const again = await runCli(['restore', '--into', into, '--json'], env);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(new RegExp(`restore job \\d+ failed: database "${into}" already exists`));
+    const usage = await runCli(['restore'], env);
+    expect(usage.code).toBe(2);
+    expect(usage.stderr).toMatch(/required option '--into <name>' not specified/);
+  });
+
+  it('a worker killed midway: the job is run again by another worker, starts clean, and succeeds', async () => {
+    const { db, dir, env } = await setup();
+    const backup = await runCli(['backup', '--in-process', '--json'], env);
+    const { archiveLocation } = JSON.parse(backup.stdout) as { archiveLocation: string };
+    // An archive that stops halfway, on a row lock this test holds: "midway" on demand. (A role is shared by all
+    // databases, so the lock reaches into the staging database; advisory locks would not.)
+    const gate = uniqueName('pgshelf_gate');
+    await withClient('postgres', (c) => c.query(`CREATE ROLE ${gate} NOLOGIN`));
+    cleanup.push(() =>
+      withClient('postgres', (c) => c.query(`DROP ROLE IF EXISTS ${gate}`)).then(() => undefined),
+    );
+    const sql = gunzipSync(await readFile(archiveLocation)).toString('utf8');
+    const at = sql.indexOf('COPY app.orders');
+    const slow = `${sql.slice(0, at)}ALTER ROLE ${gate} CONNECTION LIMIT 2;\n${sql.slice(at)}`;
+    await writeFile(path.join(dir, 'slow.sql.gz'), gzipSync(slow));
+    const holder = new pg.Client({ host: PG_HOST, port: PG_PORT, user: PG_USER, database: 'postgres' });
+    await holder.connect();
+    await holder.query('BEGIN');
+    await holder.query(`ALTER ROLE ${gate} CONNECTION LIMIT 1`);
+    cleanup.push(() => holder.end().catch(() => undefined));
+
+    const into = uniqueName('pgshelf_into');
+    cleanup.push(() => dropDatabase(into));
+    const first = worker(env);
+    const cli = startCli(['restore', '--key', 'slow.sql.gz', '--into', into], env);
+    const blocked = (): Promise<boolean> =>
+      withClient('postgres', async (c) => {
+        const r = await c.query(
+          `SELECT 1 FROM pg_stat_activity WHERE datname LIKE 'pgshelf_restore_%' AND wait_event_type = 'Lock'`,
+        );
+        return (r.rowCount ?? 0) > 0;
+      });
+    await waitFor('psql to block on the row lock', blocked).catch((err: Error) => {
+      throw new Error(`${err.message}\nworker: ${first.stderr()}\ncli: ${cli.stderr()}`);
+    });
+    first.child.kill('SIGKILL');
+    await first.done;
+    // The orphaned psql now reads the end of its input and commits a half restore into the staging database.
+    await holder.query('ROLLBACK');
+    await waitFor('the orphaned psql to finish', async () => !(await blocked()));
+    expect(await databaseExists(into)).toBe(false);
+
+    const second = worker(env);
+    const res = await cli.done;
+    expect(res.code, `${res.stderr}\n${second.stderr()}`).toBe(0);
+    expect(second.stderr()).toMatch(/dropping the unfinished restore left by an earlier attempt of this job/);
+    expect(await snapshotDatabase(into)).toEqual(await snapshotDatabase(db));
+    const leftovers = await withClient(
+      'postgres',
+      async (c) =>
+        (
+          await c.query(
+            `SELECT datname FROM pg_database WHERE shobj_description(oid, 'pg_database') LIKE $1`,
+            [`%into ${into}`],
+          )
+        ).rows,
+    );
+    expect(leftovers).toEqual([]);
+  });
+});
