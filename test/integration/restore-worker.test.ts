@@ -136,7 +136,7 @@ describe('pgshelf restore through a worker', () => {
       'postgres',
       async (c) =>
         (
-          await c.query(
+          await c.query<{ datname: string }>(
             `SELECT datname FROM pg_database WHERE shobj_description(oid, 'pg_database') LIKE $1`,
             [`%into ${into}`],
           )
