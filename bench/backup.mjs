@@ -9,13 +9,14 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, rm, stat } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
-import { Queue } from 'bullmq';
 import {
   args,
   databaseSize,
   ensureDatabase,
   fmt,
+  jobWallMs,
   median,
+  obliterate,
   peakRssKb,
   PG,
   pgEnv,
@@ -47,25 +48,6 @@ async function freePort() {
   });
 }
 
-/** Job wall time as BullMQ recorded it on the worker (processedOn -> finishedOn). */
-async function jobWallMs(env, jobId) {
-  const q = new Queue('backup', {
-    connection: { host: '127.0.0.1', port: 6379 },
-    prefix: env.PGSHELF_QUEUE_PREFIX,
-  });
-  const job = await q.getJob(jobId);
-  await q.close();
-  return job.finishedOn - job.processedOn;
-}
-
-async function obliterate(prefix) {
-  for (const name of ['backup', 'restore', 'prune', 'drill']) {
-    const q = new Queue(name, { connection: { host: '127.0.0.1', port: 6379 }, prefix });
-    await q.obliterate({ force: true });
-    await q.close();
-  }
-}
-
 const conn = `--host=${PG.host} --port=${PG.port} --username=${PG.user}`;
 
 /** Alternates shell and pgshelf runs `reps` times; returns medians and the ratio. */
@@ -87,7 +69,7 @@ async function compare(label, db, target) {
       const runOurs = async () => {
         const { out } = await timeCli(['backup', '--json'], env);
         result = out;
-        ours.push(await jobWallMs(env, out.jobId));
+        ours.push(await jobWallMs(env, 'backup', out.jobId));
         await target.cleanup?.(out);
       };
       // Alternate which goes first, so cache warmth favours neither.

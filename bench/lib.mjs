@@ -4,6 +4,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { Queue } from 'bullmq';
 import pg from 'pg';
 
 export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -161,3 +162,22 @@ export function median(values) {
 }
 
 export const fmt = (ms) => `${(ms / 1000).toFixed(2)} s`;
+
+/** Job wall time as BullMQ recorded it on the worker (processedOn -> finishedOn). */
+export async function jobWallMs(env, queue, jobId) {
+  const q = new Queue(queue, {
+    connection: { host: '127.0.0.1', port: 6379 },
+    prefix: env.PGSHELF_QUEUE_PREFIX,
+  });
+  const job = await q.getJob(jobId);
+  await q.close();
+  return job.finishedOn - job.processedOn;
+}
+
+export async function obliterate(prefix) {
+  for (const name of ['backup', 'restore', 'prune', 'drill']) {
+    const q = new Queue(name, { connection: { host: '127.0.0.1', port: 6379 }, prefix });
+    await q.obliterate({ force: true });
+    await q.close();
+  }
+}

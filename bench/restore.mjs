@@ -1,0 +1,98 @@
+#!/usr/bin/env node
+// Restore benchmark: pgshelf (a real worker taking a queued restore job) against the shell pipeline
+// `createdb X && gunzip -c file | psql -d X`, on the same archive, side by side in one run, alternating.
+// Also the worker's peak RSS (VmHWM) for two database sizes.
+//   node bench/restore.mjs [--size-mb 1024] [--small-mb 128] [--reps 2]
+import { randomBytes } from 'node:crypto';
+import { mkdir, rm } from 'node:fs/promises';
+import path from 'node:path';
+import {
+  args,
+  dropDatabase,
+  ensureDatabase,
+  fmt,
+  jobWallMs,
+  median,
+  obliterate,
+  peakRssKb,
+  PG,
+  pgEnv,
+  root,
+  startWorker,
+  timeCli,
+  timeShell,
+} from './lib.mjs';
+
+const opts = args({ sizeMb: 1024, smallMb: 128, reps: 2 });
+const work = path.join(root, '.bench', 'restore');
+await rm(work, { recursive: true, force: true });
+await mkdir(work, { recursive: true });
+const conn = `--host=${PG.host} --port=${PG.port} --username=${PG.user}`;
+
+async function compare(db) {
+  const prefix = `pgshelf-bench-${randomBytes(3).toString('hex')}`;
+  const env = { ...pgEnv(db), PGSHELF_STORAGE: `file://${work}/${db}`, PGSHELF_QUEUE_PREFIX: prefix };
+  const { out: backup } = await timeCli(['backup', '--in-process', '--json'], env);
+  const worker = await startWorker(env);
+  const shell = [];
+  const ours = [];
+  let last;
+  try {
+    for (let i = 0; i < opts.reps; i++) {
+      const shellDb = `pgshelf_bench_shell_${i}`;
+      const oursDb = `pgshelf_bench_ours_${i}`;
+      const runShell = async () => {
+        shell.push(
+          await timeShell(
+            `createdb ${conn} ${shellDb} && gunzip -c '${backup.archiveLocation}' | psql ${conn} -X -q -v ON_ERROR_STOP=1 -d ${shellDb} > /dev/null`,
+            env,
+          ),
+        );
+        await dropDatabase(shellDb);
+      };
+      const runOurs = async () => {
+        const { out } = await timeCli(['restore', '--into', oursDb, '--json'], env);
+        last = out;
+        ours.push(await jobWallMs(env, 'restore', out.jobId));
+        await dropDatabase(oursDb);
+      };
+      if (i % 2 === 0) {
+        await runShell();
+        await runOurs();
+      } else {
+        await runOurs();
+        await runShell();
+      }
+    }
+    const rss = await peakRssKb(worker.pid);
+    const s = median(shell);
+    const o = median(ours);
+    return {
+      database: db,
+      archiveBytes: backup.bytes,
+      sqlBytes: last.uncompressedBytes,
+      shellMs: shell.map(Math.round),
+      pgshelfMs: ours.map(Math.round),
+      shellMedianMs: Math.round(s),
+      pgshelfMedianMs: Math.round(o),
+      ratio: Number((o / s).toFixed(3)),
+      workerPeakRssMb: Math.round(rss / 1024),
+    };
+  } finally {
+    await worker.stop();
+    await obliterate(prefix);
+  }
+}
+
+const results = [];
+for (const size of [opts.smallMb, opts.sizeMb]) {
+  const db = await ensureDatabase(size);
+  const r = await compare(db);
+  results.push(r);
+  console.error(
+    `restore ${db}: pgshelf ${fmt(r.pgshelfMedianMs)} vs createdb + gunzip|psql ${fmt(r.shellMedianMs)} -> ratio ` +
+      `${r.ratio}; worker peak RSS ${r.workerPeakRssMb} MB`,
+  );
+}
+await rm(work, { recursive: true, force: true });
+console.log(JSON.stringify({ bench: 'restore', reps: opts.reps, results }, null, 2));
