@@ -2,9 +2,12 @@
  * The only reader of process.env. Every setting is described once in SETTINGS, parsed once into a typed, frozen
  * Config, and fails at start-up with a message that names the variable, the bad value and a good example.
  */
+import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { parseConfigFile } from './config-file.js';
 import { ConfigError } from './errors.js';
+import { validateCron } from './scheduler/slots.js';
 
 export type Env = Readonly<Record<string, string | undefined>>;
 
@@ -282,6 +285,15 @@ export function parseStorage(env: Env, cwd: string): StorageSettings {
   return Object.freeze({ kind: 'file', url: `file://${root}`, root });
 }
 
+const RETENTION_VARS = [
+  'PGSHELF_KEEP_LAST',
+  'PGSHELF_KEEP_DAILY',
+  'PGSHELF_KEEP_WEEKLY',
+  'PGSHELF_KEEP_MONTHLY',
+  'PGSHELF_KEEP_YEARLY',
+  'PGSHELF_MIN_KEEP',
+];
+
 export function parseRetention(env: Env): Retention {
   return Object.freeze({
     keepLast: parseInteger(env, 'PGSHELF_KEEP_LAST', 7, 0, 100_000),
@@ -322,20 +334,43 @@ export function loadConfig(env: Env = process.env, options: LoadOptions = {}): C
   }
   const timezone = validateTimezone(str(env, 'PGSHELF_TIMEZONE') ?? 'UTC', 'PGSHELF_TIMEZONE');
   const schedule = str(env, 'PGSHELF_SCHEDULE') ?? '0 2 * * *';
+  validateCron(schedule, 'PGSHELF_SCHEDULE');
   const drillSchedule = str(env, 'PGSHELF_DRILL_SCHEDULE');
+  if (drillSchedule !== undefined) validateCron(drillSchedule, 'PGSHELF_DRILL_SCHEDULE');
   const retention = parseRetention(env);
+  const envPg = parsePgSettings(env, defaultDatabase ?? '');
   const databases: DatabaseTarget[] = [];
+  if (configFile !== undefined) {
+    const file = path.resolve(cwd, configFile);
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new ConfigError(
+        `PGSHELF_CONFIG=${configFile}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? String(err)}); ` +
+          'point it at a YAML file, e.g. PGSHELF_CONFIG=/etc/pgshelf/databases.yaml',
+      );
+    }
+    // The environment's settings are the defaults every listed database starts from.
+    const inherited = { postgres: envPg, schedule, timezone, retention, drillSchedule };
+    databases.push(...parseConfigFile(text, file, inherited, env, validateTimezone));
+  }
   if (defaultDatabase !== undefined) {
-    databases.push(
-      Object.freeze({
-        name: defaultDatabase,
-        postgres: parsePgSettings(env, defaultDatabase),
-        schedule,
-        timezone,
-        retention,
-        drillSchedule,
-      }),
-    );
+    // Env wins for the default database: its POSTGRES_* connection, and any PGSHELF_* schedule setting that is set.
+    const listed = databases.findIndex((d) => d.name === defaultDatabase);
+    const fromFile = listed >= 0 ? databases[listed] : undefined;
+    const target: DatabaseTarget = Object.freeze({
+      name: defaultDatabase,
+      postgres: envPg,
+      schedule: str(env, 'PGSHELF_SCHEDULE') ?? fromFile?.schedule ?? schedule,
+      timezone: str(env, 'PGSHELF_TIMEZONE') ?? fromFile?.timezone ?? timezone,
+      retention: RETENTION_VARS.some((v) => str(env, v) !== undefined)
+        ? retention
+        : (fromFile?.retention ?? retention),
+      drillSchedule: drillSchedule ?? fromFile?.drillSchedule,
+    });
+    if (listed >= 0) databases[listed] = target;
+    else databases.unshift(target);
   }
   const logLevel = str(env, 'PGSHELF_LOG_LEVEL') ?? 'info';
   if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(logLevel)) {

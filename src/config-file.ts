@@ -1,0 +1,288 @@
+/**
+ * The PGSHELF_CONFIG file: several databases, each with its own connection, schedule, time zone, retention and
+ * drill schedule. Parsed strictly: an unknown key, a bad cron expression or time zone stops pgshelf at start-up
+ * with the file, the line, the key and an example.
+ *
+ *   defaults:                      # optional; every database inherits these
+ *     host: db.internal
+ *     user: backup
+ *     password_env: BACKUP_PASSWORD  # name of an environment variable holding the password
+ *     timezone: Europe/Paris
+ *     retention: { keep_last: 7, daily: 7, weekly: 4, monthly: 12, yearly: 2, min_keep: 3 }
+ *   databases:
+ *     - name: app
+ *       schedule: "0 2 * * *"
+ *       drill_schedule: "0 5 * * 0"
+ *     - name: analytics
+ *       host: analytics.internal
+ *       schedule: "30 3 * * *"
+ */
+import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node, type YAMLMap } from 'yaml';
+import type { DatabaseTarget, Env, PgSettings, Retention } from './config.js';
+import { ConfigError } from './errors.js';
+import { validateCron } from './scheduler/slots.js';
+
+const CONNECTION_KEYS = [
+  'host',
+  'port',
+  'user',
+  'password',
+  'password_env',
+  'admin_user',
+  'admin_password',
+  'admin_password_env',
+];
+const SCHEDULE_KEYS = ['schedule', 'timezone', 'drill_schedule', 'retention'];
+const DATABASE_KEYS = ['name', ...CONNECTION_KEYS, ...SCHEDULE_KEYS];
+const DEFAULT_KEYS = [...CONNECTION_KEYS, ...SCHEDULE_KEYS];
+const RETENTION_KEYS: Record<string, keyof Retention> = {
+  keep_last: 'keepLast',
+  daily: 'daily',
+  weekly: 'weekly',
+  monthly: 'monthly',
+  yearly: 'yearly',
+  min_keep: 'minKeep',
+};
+const EXAMPLES: Record<string, string> = {
+  name: 'name: app',
+  host: 'host: db.internal',
+  port: 'port: 5432',
+  user: 'user: backup',
+  password: 'password_env: BACKUP_PASSWORD',
+  password_env: 'password_env: BACKUP_PASSWORD',
+  admin_user: 'admin_user: postgres',
+  admin_password: 'admin_password_env: PG_ADMIN_PASSWORD',
+  admin_password_env: 'admin_password_env: PG_ADMIN_PASSWORD',
+  schedule: 'schedule: "0 2 * * *"',
+  drill_schedule: 'drill_schedule: "0 5 * * 0"',
+  timezone: 'timezone: Europe/Paris',
+  retention: 'retention: { keep_last: 7, daily: 7, weekly: 4, monthly: 12, yearly: 0, min_keep: 3 }',
+};
+
+type Plain = Record<string, unknown>;
+
+/** Settings a database inherits when its entry does not say otherwise. */
+export interface Inherited {
+  readonly postgres: Omit<PgSettings, 'database'>;
+  readonly schedule: string;
+  readonly timezone: string;
+  readonly retention: Retention;
+  readonly drillSchedule: string | undefined;
+}
+
+export function parseConfigFile(
+  text: string,
+  file: string,
+  inherited: Inherited,
+  env: Env,
+  validateTimezone: (tz: string, where: string) => string,
+): DatabaseTarget[] {
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
+  const at = (node: Node | null | undefined): string => {
+    const offset = node?.range?.[0];
+    return offset === undefined ? file : `${file}:${lines.linePos(offset).line}`;
+  };
+  const fail = (node: Node | null | undefined, message: string): ConfigError =>
+    new ConfigError(`${at(node)}: ${message}`);
+  if (doc.errors.length > 0) {
+    const e = doc.errors[0]!;
+    throw new ConfigError(
+      `${file}:${e.linePos?.[0]?.line ?? '?'}: not valid YAML: ${e.message.split('\n')[0]}`,
+    );
+  }
+  const root = doc.contents;
+  if (!isMap(root)) {
+    throw fail(root, 'expected a mapping with a "databases" list, e.g.\ndatabases:\n  - name: app');
+  }
+  checkKeys(root, ['defaults', 'databases'], 'the top level', fail);
+
+  const defaultsNode = root.get('defaults', true) as Node | undefined;
+  let base = inherited;
+  if (defaultsNode !== undefined) {
+    if (!isMap(defaultsNode))
+      throw fail(defaultsNode, '"defaults" must be a mapping, e.g. defaults:\n  host: db.internal');
+    checkKeys(defaultsNode, DEFAULT_KEYS, '"defaults"', fail);
+    base = applyEntry(defaultsNode, base, 'defaults', env, fail, validateTimezone);
+  }
+
+  const list = root.get('databases', true) as Node | undefined;
+  if (!isSeq(list) || list.items.length === 0) {
+    throw fail(
+      list ?? root,
+      '"databases" must be a non-empty list, e.g.\ndatabases:\n  - name: app\n    schedule: "0 2 * * *"',
+    );
+  }
+  const seen = new Set<string>();
+  return list.items.map((item, i) => {
+    const where = `databases[${i}]`;
+    if (!isMap(item)) throw fail(item as Node, `${where} must be a mapping, e.g. - name: app`);
+    checkKeys(item, DATABASE_KEYS, where, fail);
+    const nameNode = item.get('name', true) as Node | undefined;
+    const name = isScalar(nameNode) ? nameNode.value : undefined;
+    if (typeof name !== 'string' || name === '')
+      throw fail(nameNode ?? item, `${where}.name must be a database name, e.g. name: app`);
+    if (seen.has(name)) throw fail(nameNode, `database "${name}" is listed twice`);
+    seen.add(name);
+    const s = applyEntry(item, base, where, env, fail, validateTimezone);
+    return Object.freeze({
+      name,
+      postgres: Object.freeze({ ...s.postgres, database: name }),
+      schedule: s.schedule,
+      timezone: s.timezone,
+      retention: s.retention,
+      drillSchedule: s.drillSchedule,
+    });
+  });
+}
+
+function checkKeys(
+  map: YAMLMap,
+  allowed: readonly string[],
+  where: string,
+  fail: (n: Node | null | undefined, m: string) => ConfigError,
+): void {
+  for (const pair of map.items) {
+    const key = isScalar(pair.key) ? String(pair.key.value) : String(pair.key);
+    if (!allowed.includes(key)) {
+      const close = allowed.find((k) => distance(k, key.toLowerCase().replace(/-/g, '_')) <= 2);
+      throw fail(
+        pair.key as Node,
+        `unknown key "${key}" in ${where}${close ? `; did you mean "${close}"?` : '.'} Expected one of ` +
+          `${allowed.join(', ')}, e.g. ${EXAMPLES[close ?? allowed[allowed.length - 1]!] ?? ''}`,
+      );
+    }
+  }
+}
+
+function applyEntry(
+  map: YAMLMap,
+  base: Inherited,
+  where: string,
+  env: Env,
+  fail: (n: Node | null | undefined, m: string) => ConfigError,
+  validateTimezone: (tz: string, where: string) => string,
+): Inherited {
+  const node = (key: string): Node | undefined => map.get(key, true) as Node | undefined;
+  const text = (key: string): string | undefined => {
+    const n = node(key);
+    if (n === undefined) return undefined;
+    if (!isScalar(n) || (typeof n.value !== 'string' && typeof n.value !== 'number') || n.value === '') {
+      throw fail(n, `${where}.${key} must be a text value, e.g. ${EXAMPLES[key] ?? `${key}: value`}`);
+    }
+    return String(n.value);
+  };
+  const secret = (key: string): string | undefined => {
+    const fromEnv = text(`${key}_env`);
+    if (fromEnv !== undefined) {
+      const value = env[fromEnv];
+      if (value === undefined || value === '') {
+        throw fail(
+          node(`${key}_env`),
+          `${where}.${key}_env names ${fromEnv}, which is not set in the environment`,
+        );
+      }
+      return value;
+    }
+    return text(key);
+  };
+  const pgBase = base.postgres;
+  let port = pgBase.port;
+  const portNode = node('port');
+  if (portNode !== undefined) {
+    const v = isScalar(portNode) ? Number(portNode.value) : NaN;
+    if (!Number.isInteger(v) || v < 1 || v > 65535)
+      throw fail(portNode, `${where}.port must be 1-65535, e.g. port: 5432`);
+    port = v;
+  }
+  const user = text('user') ?? pgBase.user;
+  const password = secret('password') ?? (text('user') !== undefined ? undefined : pgBase.password);
+  const adminUser = text('admin_user') ?? (text('user') !== undefined ? user : pgBase.adminUser);
+  const adminPassword =
+    secret('admin_password') ??
+    (text('admin_user') !== undefined
+      ? undefined
+      : text('user') !== undefined
+        ? password
+        : pgBase.adminPassword);
+
+  const schedule = text('schedule') ?? base.schedule;
+  if (node('schedule')) wrapCron(schedule, `${where}.schedule`, node('schedule'), fail);
+  const drillSchedule = text('drill_schedule') ?? base.drillSchedule;
+  if (node('drill_schedule') && drillSchedule)
+    wrapCron(drillSchedule, `${where}.drill_schedule`, node('drill_schedule'), fail);
+  const timezone = text('timezone') ?? base.timezone;
+  if (node('timezone')) {
+    try {
+      validateTimezone(timezone, `${where}.timezone`);
+    } catch (err) {
+      throw fail(node('timezone'), `${(err as Error).message.replace(/=/g, ': ')}`);
+    }
+  }
+
+  let retention = base.retention;
+  const r = node('retention');
+  if (r !== undefined) {
+    if (!isMap(r)) throw fail(r, `${where}.retention must be a mapping, e.g. ${EXAMPLES.retention}`);
+    checkKeys(r, Object.keys(RETENTION_KEYS), `${where}.retention`, fail);
+    const next: Plain = { ...retention };
+    for (const pair of r.items) {
+      const key = String((pair.key as { value: unknown }).value);
+      const v = isScalar(pair.value) ? Number(pair.value.value) : NaN;
+      if (!Number.isInteger(v) || v < 0 || (key === 'min_keep' && v < 1)) {
+        throw fail(
+          pair.value as Node,
+          `${where}.retention.${key} must be a whole number${key === 'min_keep' ? ' of at least 1' : ''}, e.g. ${key}: 7`,
+        );
+      }
+      next[RETENTION_KEYS[key]!] = v;
+    }
+    retention = Object.freeze(next) as unknown as Retention;
+  }
+  return {
+    postgres: Object.freeze({
+      ...pgBase,
+      port,
+      user,
+      password,
+      adminUser,
+      adminPassword,
+      host: text('host') ?? pgBase.host,
+    }),
+    schedule,
+    timezone,
+    retention,
+    drillSchedule,
+  };
+}
+
+function wrapCron(
+  expr: string,
+  where: string,
+  node: Node | undefined,
+  fail: (n: Node | null | undefined, m: string) => ConfigError,
+): void {
+  try {
+    validateCron(expr, where);
+  } catch (err) {
+    throw fail(
+      node,
+      (err as Error).message
+        .replace(`${where}=`, `${where}: `)
+        .replace(`e.g. ${where}="`, 'e.g. schedule: "'),
+    );
+  }
+}
+
+/** Edit distance, for "did you mean". */
+function distance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = row;
+  }
+  return prev[b.length]!;
+}

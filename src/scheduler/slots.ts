@@ -1,0 +1,147 @@
+/**
+ * When a schedule fires, as a pure function of (cron expression, time zone, time).
+ *
+ * A cron expression describes wall-clock times in its time zone. Each matching wall-clock time ("local slot")
+ * fires exactly once, whatever daylight saving does:
+ * - a local time that happens twice (clocks go back) fires at its first occurrence only;
+ * - a local time that does not exist (clocks go forward) fires when the gap ends (02:30 on a spring-forward
+ *   night fires at 03:00 new time).
+ * The slot's identity is its local wall-clock time, so replicas and retries agree on it.
+ */
+import cronParser from 'cron-parser';
+import { ConfigError } from '../errors.js';
+
+export interface Slot {
+  /** Local wall-clock time of the slot, e.g. "2026-03-29T02:30:00" (seconds always present). */
+  readonly local: string;
+  /** The instant it fires. */
+  readonly at: Date;
+}
+
+const formatters = new Map<string, Intl.DateTimeFormat>();
+
+function formatter(tz: string): Intl.DateTimeFormat {
+  let f = formatters.get(tz);
+  if (!f) {
+    f = new Intl.DateTimeFormat('en-US', {
+      timeZone: tz,
+      hourCycle: 'h23',
+      year: 'numeric',
+      month: '2-digit',
+      day: '2-digit',
+      hour: '2-digit',
+      minute: '2-digit',
+      second: '2-digit',
+    });
+    formatters.set(tz, f);
+  }
+  return f;
+}
+
+/** The wall-clock time in `tz` at instant `ms`, as milliseconds of a naive (UTC-labelled) date. */
+export function localMs(ms: number, tz: string): number {
+  const parts: Record<string, number> = {};
+  for (const p of formatter(tz).formatToParts(new Date(ms)))
+    if (p.type !== 'literal') parts[p.type] = Number(p.value);
+  return (
+    Date.UTC(parts.year!, parts.month! - 1, parts.day!, parts.hour!, parts.minute!, parts.second!) +
+    (((ms % 1000) + 1000) % 1000)
+  );
+}
+
+function offsetAt(ms: number, tz: string): number {
+  return localMs(ms, tz) - ms;
+}
+
+/** The instant of a naive local time in `tz`, by the rules above (first of two; the end of a gap). */
+export function instantOf(naive: number, tz: string): number {
+  const offsetBefore = offsetAt(naive - 86_400_000, tz);
+  const before = naive - offsetBefore;
+  const after = naive - offsetAt(naive + 86_400_000, tz);
+  const valid = [before, after].filter((t) => localMs(t, tz) === naive);
+  if (valid.length > 0) return Math.min(...valid);
+  // In a gap: find the instant the clocks jumped, between the two readings.
+  let lo = Math.min(before, after);
+  let hi = Math.max(before, after);
+  while (hi - lo > 1000) {
+    const mid = lo + Math.floor((hi - lo) / 2);
+    if (offsetAt(mid, tz) === offsetBefore) lo = mid;
+    else hi = mid;
+  }
+  return Math.ceil(hi / 1000) * 1000;
+}
+
+export function formatLocal(naive: number): string {
+  return new Date(naive).toISOString().slice(0, 19);
+}
+
+export function validateCron(expr: string, where: string): void {
+  const fields = expr.trim().split(/\s+/);
+  if (fields.length < 5 || fields.length > 6) {
+    throw new ConfigError(
+      `${where}=${JSON.stringify(expr)} is not a cron expression: expected 5 fields (minute hour day month weekday) ` +
+        `or 6 (with seconds first), e.g. ${where}="0 2 * * *" for 02:00 every night`,
+    );
+  }
+  try {
+    cronParser.parseExpression(expr, { tz: 'UTC' }).next();
+  } catch (err) {
+    throw new ConfigError(
+      `${where}=${JSON.stringify(expr)} is not a valid cron expression (${(err as Error).message}), ` +
+        `e.g. ${where}="0 2 * * *" for 02:00 every night`,
+    );
+  }
+}
+
+/** Naive local times matching `expr` strictly after naive time `fromNaive`, in order. */
+function* localMatches(expr: string, fromNaive: number): Generator<number> {
+  const it = cronParser.parseExpression(expr, { currentDate: new Date(fromNaive), tz: 'UTC' });
+  for (;;) yield it.next().getTime();
+}
+
+export interface LocalSlot extends Slot {
+  /** The naive local time, for iterating in wall-clock order. */
+  readonly naive: number;
+}
+
+/** The slot after local slot `naive` (in wall-clock order). */
+export function slotAfter(expr: string, tz: string, naive: number): LocalSlot {
+  for (const next of localMatches(expr, naive)) {
+    return { local: formatLocal(next), naive: next, at: new Date(instantOf(next, tz)) };
+  }
+  throw new Error('unreachable');
+}
+
+/** Every slot firing in (from, to], in wall-clock order. */
+export function slotsBetween(expr: string, tz: string, from: Date, to: Date, limit = 100_000): LocalSlot[] {
+  const out: LocalSlot[] = [];
+  // Start two days early in local time: around a DST change a slot's instant and its local time differ by hours.
+  for (const naive of localMatches(expr, localMs(from.getTime(), tz) - 2 * 86_400_000)) {
+    const at = instantOf(naive, tz);
+    if (at > to.getTime() && naive > localMs(to.getTime(), tz) + 86_400_000) break;
+    if (at > from.getTime() && at <= to.getTime()) {
+      out.push({ local: formatLocal(naive), naive, at: new Date(at) });
+      if (out.length >= limit) break;
+    }
+  }
+  return out;
+}
+
+/** The first slot firing strictly after `after`. */
+export function nextSlot(expr: string, tz: string, after: Date): LocalSlot {
+  for (let days = 2; ; days *= 2) {
+    const found = slotsBetween(expr, tz, after, new Date(after.getTime() + days * 86_400_000), 1)[0];
+    if (found) return found;
+    if (days > 4 * 366) throw new ConfigError(`the cron expression "${expr}" never fires`);
+  }
+}
+
+/** The latest slot that fired at or before `at`, looking back at most `lookbackMs`. */
+export function previousSlot(
+  expr: string,
+  tz: string,
+  at: Date,
+  lookbackMs = 400 * 86_400_000,
+): LocalSlot | undefined {
+  return slotsBetween(expr, tz, new Date(at.getTime() - lookbackMs), at).at(-1);
+}

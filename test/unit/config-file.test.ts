@@ -1,0 +1,109 @@
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
+
+async function withFile(yaml: string, env: Record<string, string> = {}) {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'pgshelf-cfg-'));
+  const file = path.join(dir, 'databases.yaml');
+  await writeFile(file, yaml);
+  return { file, load: () => loadConfig({ PGSHELF_CONFIG: file, ...env }) };
+}
+
+const GOOD = `
+defaults:
+  host: db.internal
+  user: backup
+  password_env: BACKUP_PASSWORD
+  timezone: Europe/Paris
+  retention: { keep_last: 5, daily: 10 }
+databases:
+  - name: app
+    schedule: "0 2 * * *"
+    drill_schedule: "0 5 * * 0"
+  - name: analytics
+    host: analytics.internal
+    port: 6543
+    schedule: "30 3 * * *"
+    timezone: America/New_York
+    retention:
+      monthly: 24
+      min_keep: 5
+`;
+
+describe('PGSHELF_CONFIG', () => {
+  it('lists databases with their own connection, schedule, time zone, retention and drills', async () => {
+    const { load } = await withFile(GOOD, { BACKUP_PASSWORD: 's3cret' });
+    const c = load();
+    expect(c.defaultDatabase).toBeUndefined();
+    expect(c.databases.map((d) => d.name)).toEqual(['app', 'analytics']);
+    const [app, analytics] = c.databases;
+    expect(app).toMatchObject({
+      schedule: '0 2 * * *',
+      drillSchedule: '0 5 * * 0',
+      timezone: 'Europe/Paris',
+      postgres: { host: 'db.internal', port: 5432, user: 'backup', password: 's3cret', database: 'app' },
+      retention: { keepLast: 5, daily: 10, weekly: 4, monthly: 12, yearly: 0, minKeep: 3 },
+    });
+    expect(analytics).toMatchObject({
+      timezone: 'America/New_York',
+      postgres: { host: 'analytics.internal', port: 6543, database: 'analytics' },
+      retention: { keepLast: 5, daily: 10, monthly: 24, minKeep: 5 },
+    });
+  });
+
+  it('lets the environment win for the default database', async () => {
+    const { load } = await withFile(GOOD, {
+      BACKUP_PASSWORD: 'x',
+      POSTGRES_DB: 'app',
+      POSTGRES_HOST: '/var/run/postgresql',
+      PGSHELF_SCHEDULE: '15 1 * * *',
+    });
+    const c = load();
+    expect(c.databases.map((d) => d.name)).toEqual(['app', 'analytics']);
+    expect(c.databases[0]).toMatchObject({
+      schedule: '15 1 * * *',
+      drillSchedule: '0 5 * * 0',
+      postgres: { host: '/var/run/postgresql' },
+    });
+  });
+
+  it.each([
+    [
+      'databases:\n  - name: app\n    shedule: "0 2 * * *"\n',
+      /databases\.yaml:3: unknown key "shedule" in databases\[0\]/,
+    ],
+    [
+      'databases:\n  - name: app\n    retention:\n      keep_lst: 3\n',
+      /:4: unknown key "keep_lst" in databases\[0\]\.retention; did you mean "keep_last"\?/,
+    ],
+    [
+      'databases:\n  - name: app\n    schedule: "0 26 * * *"\n',
+      /:3: databases\[0\]\.schedule: .*not a valid cron expression.*e\.g\. schedule: "0 2 \* \* \*"/,
+    ],
+    [
+      'databases:\n  - name: app\n    timezone: Europe/Pariss\n',
+      /:3: .*not a known IANA time zone.*Europe\/Paris/,
+    ],
+    ['databases:\n  - name: app\n  - name: app\n', /:3: database "app" is listed twice/],
+    ['databases: []\n', /"databases" must be a non-empty list/],
+    [
+      'databases:\n  - name: app\n    password_env: NOPE_NOT_SET\n',
+      /:3: databases\[0\]\.password_env names NOPE_NOT_SET, which is not set/,
+    ],
+    ['databases:\n  - name: app\n    port: 99999\n', /:3: databases\[0\]\.port must be 1-65535/],
+    ['databases:\n  - name: app\n    retention: { daily: -1 }\n', /retention\.daily must be a whole number/],
+    ['databases: [\n', /not valid YAML/],
+  ])('rejects %j naming the file, the line and the key', async (yaml, message) => {
+    const { load, file } = await withFile(yaml);
+    expect(load).toThrow(message);
+    expect(load).toThrow(file);
+  });
+
+  it('names a missing file', () => {
+    expect(() => loadConfig({ PGSHELF_CONFIG: '/nonexistent/pgshelf.yaml' })).toThrow(
+      /PGSHELF_CONFIG=\/nonexistent\/pgshelf\.yaml: cannot read .*ENOENT/,
+    );
+  });
+});
