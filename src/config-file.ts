@@ -163,7 +163,7 @@ function applyEntry(
   fail: (n: Node | null | undefined, m: string) => ConfigError,
   validateTimezone: (tz: string, where: string) => string,
 ): Inherited {
-  const node = (key: string): Node | undefined => map.get(key, true) as Node | undefined;
+  const node = (key: string): Node | undefined => map.get(key, true);
   const text = (key: string): string | undefined => {
     const n = node(key);
     if (n === undefined) return undefined;

@@ -44,7 +44,7 @@ export function localMs(ms: number, tz: string): number {
   for (const p of formatter(tz).formatToParts(new Date(ms)))
     if (p.type !== 'literal') parts[p.type] = Number(p.value);
   return (
-    Date.UTC(parts.year!, parts.month! - 1, parts.day!, parts.hour!, parts.minute!, parts.second!) +
+    Date.UTC(parts.year!, parts.month! - 1, parts.day, parts.hour, parts.minute, parts.second) +
     (((ms % 1000) + 1000) % 1000)
   );
 }
