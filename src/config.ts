@@ -86,6 +86,12 @@ export interface Config {
   readonly attempts: number;
   /** First retry delay; later ones double (exponential backoff). */
   readonly retryDelayMs: number;
+  /** Orphaned archives and incomplete uploads younger than this are left alone (a backup may be writing them). */
+  readonly orphanGraceMs: number;
+  /** Most dumps running at once against one PostgreSQL server (host:port), across all workers. */
+  readonly hostConcurrency: number;
+  /** Catch up a slot missed while no scheduler ran: 'off' or 'last'. */
+  readonly catchUp: 'off' | 'last';
   /** BullMQ job lock: a job whose worker died is picked up again after about this long. */
   readonly lockDurationMs: number;
   /** How long a worker lets running jobs finish after SIGTERM before aborting them. */
@@ -140,6 +146,17 @@ export const SETTINGS: readonly SettingDoc[] = [
   { name: 'PGSHELF_KEEP_MONTHLY', default: '12', meaning: '... of each of N months' },
   { name: 'PGSHELF_KEEP_YEARLY', default: '0', meaning: '... of each of N years' },
   { name: 'PGSHELF_MIN_KEEP', default: '3', meaning: 'prune never leaves fewer backups than this' },
+  {
+    name: 'PGSHELF_ORPHAN_GRACE',
+    default: '24',
+    meaning: 'hours before prune removes an archive without manifest',
+  },
+  { name: 'PGSHELF_HOST_CONCURRENCY', default: '2', meaning: 'dumps at once against one PostgreSQL server' },
+  {
+    name: 'PGSHELF_CATCH_UP',
+    default: 'last',
+    meaning: 'at start-up, run a slot missed while no scheduler ran',
+  },
   { name: 'PGSHELF_QUEUE_PREFIX', default: 'pgshelf', meaning: 'BullMQ key prefix' },
   { name: 'PGSHELF_CONCURRENCY', default: '1', meaning: 'jobs one worker runs at once' },
   { name: 'PGSHELF_ATTEMPTS', default: '3', meaning: 'tries per job for transient failures' },
@@ -181,6 +198,14 @@ export function parseInteger(
   const n = Number(trimmed);
   if (n < min || n > max) throw invalid(name, raw, `expected a whole number from ${min} to ${max}`, example);
   return n;
+}
+
+function parseCatchUp(env: Env): 'off' | 'last' {
+  const raw = str(env, 'PGSHELF_CATCH_UP') ?? 'last';
+  if (raw !== 'off' && raw !== 'last') {
+    throw invalid('PGSHELF_CATCH_UP', raw, 'expected off or last', 'last');
+  }
+  return raw;
 }
 
 /** DB_ECHO follows the published convention: `true`, `True` or `1` turn it on, and nothing else does. */
@@ -409,6 +434,9 @@ export function loadConfig(env: Env = process.env, options: LoadOptions = {}): C
     concurrency: parseInteger(env, 'PGSHELF_CONCURRENCY', 1, 1, 64, '2'),
     attempts: parseInteger(env, 'PGSHELF_ATTEMPTS', 3, 1, 100),
     retryDelayMs: parseInteger(env, 'PGSHELF_RETRY_DELAY', 30, 0, 86_400, '60') * 1000,
+    orphanGraceMs: parseInteger(env, 'PGSHELF_ORPHAN_GRACE', 24, 0, 100_000, '24') * 3_600_000,
+    hostConcurrency: parseInteger(env, 'PGSHELF_HOST_CONCURRENCY', 2, 1, 1000, '2'),
+    catchUp: parseCatchUp(env),
     lockDurationMs: parseInteger(env, 'PGSHELF_LOCK_DURATION', 60, 2, 3600, '60') * 1000,
     shutdownGraceMs: parseInteger(env, 'PGSHELF_SHUTDOWN_GRACE', 30, 0, 86_400, '60') * 1000,
     http: Object.freeze({

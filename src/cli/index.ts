@@ -6,6 +6,7 @@ import { ConfigError, PgshelfError, errorMessage } from '../errors.js';
 import { registerBackup } from './commands/backup.js';
 import { registerList } from './commands/list.js';
 import { registerDrill, registerRestore, registerVerify } from './commands/restore.js';
+import { registerPrune, registerScheduler } from './commands/schedule.js';
 import { registerWorker } from './commands/worker.js';
 import { CommandFailed, Runtime } from './runtime.js';
 
@@ -30,7 +31,9 @@ export function buildProgram(): Command {
   registerList(program, runtime);
   registerDrill(program, runtime);
   registerVerify(program, runtime);
+  registerPrune(program, runtime);
   registerWorker(program, runtime);
+  registerScheduler(program, runtime);
   program.hook('postAction', async () => {
     await rt?.close();
   });

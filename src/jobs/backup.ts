@@ -3,6 +3,7 @@ import { pipeline } from 'node:stream/promises';
 import { resolveTarget } from '../config.js';
 import { AbortedError, DumpFailedError, PgshelfError, StorageError, errorMessage } from '../errors.js';
 import { garbageNudger } from '../memory.js';
+import { writeAttempt } from '../markers.js';
 import { MANIFEST_FORMAT, MANIFEST_VERSION, writeManifest, type Manifest } from '../manifest.js';
 import { describeExit, spawnChild, type Child } from '../postgres/child.js';
 import { childEnv, connectionArgs } from '../postgres/connection.js';
@@ -97,140 +98,156 @@ export function createBackupJob(deps: JobDeps) {
     const echo = { echo: config.dbEcho, logger: log };
     if (ctx.signal.aborted) throw new AbortedError();
 
-    const server = await inspectDatabase(pg, echo);
-    const pgDump = await findTool('pg_dump', server.major, { binDir: config.pgBinDir, env: config.childEnv });
+    // Every attempt is recorded, including one that cannot reach the server: prune deletes nothing after a failure.
     const startedAt = now();
     const id = newBackupId();
-    const keys = backupKeys(target.name, startedAt, id);
-    log.info(
-      { database: target.name, id, key: keys.archive, server: server.version, pgDump: pgDump.version },
-      'backup started',
-    );
-
-    const args = [...connectionArgs(pg), '--no-password', '--format=plain'];
-    if (input.noOwner) args.push('--no-owner', '--no-privileges');
-    args.push(`--dbname=${conninfoDbname(pg.database)}`);
-
-    // Before pg_dump starts, so a storage that cannot be written to fails the job with nothing to clean up.
-    let writer: ObjectWriter;
+    await writeAttempt(storage, target.name, { status: 'running', id, at: startedAt.toISOString() }, log);
     try {
-      writer = storage.createWriter(keys.archive, {
-        sizeHint: server.databaseSize,
-        contentType: 'application/gzip',
-      });
+      const result = await dump();
+      await writeAttempt(storage, target.name, { status: 'succeeded', id, at: now().toISOString() }, log);
+      return result;
     } catch (err) {
-      throw storageFailure(err, storage);
-    }
-    const abort = new AbortController();
-    const onAbort = (): void => abort.abort(ctx.signal.reason);
-    ctx.signal.addEventListener('abort', onAbort, { once: true });
-    const child = spawnChild(pgDump.path, args, {
-      env: childEnv(config.childEnv, pg),
-      logger: log,
-      echo: config.dbEcho,
-      signal: abort.signal,
-    });
-    const gate = new DumpGate(child);
-    const digest = new DigestStream({ highWaterMark: 1 << 20 });
-    const t0 = Date.now();
-    const report = throttle(ctx.progress);
-    const progress = (force = false): void => {
-      const elapsedMs = Date.now() - t0;
-      report(
-        {
-          phase: 'dump',
-          bytesIn: gate.bytes,
-          bytesOut: digest.bytes,
-          elapsedMs,
-          rate: elapsedMs > 0 ? (gate.bytes * 1000) / elapsedMs : 0,
-        },
-        force,
-      );
-    };
-    const ticker = setInterval(progress, 1000);
-
-    try {
-      if (!child.process.stdout) throw new DumpFailedError('pg_dump has no stdout');
-      await pipeline(
-        child.process.stdout,
-        gate,
-        createGzipStream(config.gzipLevel, config.gzipThreads),
-        digest,
-        writer.stream,
-        { signal: abort.signal },
-      );
-      progress(true);
-      await writer.commit();
-    } catch (err) {
-      abort.abort(err);
-      child.kill();
-      await writer.abort();
-      await child.exited;
-      throw explainBackupFailure(err, child, ctx.signal, storage);
-    } finally {
-      clearInterval(ticker);
-      ctx.signal.removeEventListener('abort', onAbort);
-    }
-
-    const finishedAt = now();
-    const tables = gate.rows.toJSON();
-    const manifest: Manifest = {
-      format: MANIFEST_FORMAT,
-      formatVersion: MANIFEST_VERSION,
-      id,
-      database: target.name,
-      host: pg.host,
-      port: pg.port,
-      serverVersion: server.version,
-      serverVersionNum: server.versionNum,
-      pgDumpVersion: pgDump.version,
-      pgDumpPath: pgDump.path,
-      dumpOptions: { noOwner: input.noOwner === true, noPrivileges: input.noOwner === true },
-      compression: { format: 'gzip', level: config.gzipLevel, threads: config.gzipThreads },
-      encryption: null,
-      archive: { key: keys.archive, bytes: digest.bytes, sha256: digest.sha256 },
-      uncompressedBytes: gate.bytes,
-      databaseSize: server.databaseSize,
-      startedAt: startedAt.toISOString(),
-      finishedAt: finishedAt.toISOString(),
-      durationMs: finishedAt.getTime() - startedAt.getTime(),
-      tables,
-      drill: null,
-      drills: [],
-    };
-    try {
-      // The manifest is the commit mark: written last, and only for a complete archive.
-      await writeManifest(storage, keys.manifest, manifest);
-    } catch (err) {
-      await storage.deleteMany([keys.manifest, keys.archive]).catch(() => undefined);
+      const error = errorMessage(err).split('\n').slice(0, 3).join(' ');
+      await writeAttempt(storage, target.name, { status: 'failed', id, at: now().toISOString(), error }, log);
       throw err;
     }
-    const rows = Object.values(tables).reduce((a, b) => a + b, 0);
-    log.info(
-      {
-        database: target.name,
+
+    async function dump(): Promise<BackupResult> {
+      const server = await inspectDatabase(pg, echo);
+      const pgDump = await findTool('pg_dump', server.major, {
+        binDir: config.pgBinDir,
+        env: config.childEnv,
+      });
+      const keys = backupKeys(target.name, startedAt, id);
+      log.info(
+        { database: target.name, id, key: keys.archive, server: server.version, pgDump: pgDump.version },
+        'backup started',
+      );
+      const args = [...connectionArgs(pg), '--no-password', '--format=plain'];
+      if (input.noOwner) args.push('--no-owner', '--no-privileges');
+      args.push(`--dbname=${conninfoDbname(pg.database)}`);
+
+      // Before pg_dump starts, so a storage that cannot be written to fails the job with nothing to clean up.
+      let writer: ObjectWriter;
+      try {
+        writer = storage.createWriter(keys.archive, {
+          sizeHint: server.databaseSize,
+          contentType: 'application/gzip',
+        });
+      } catch (err) {
+        throw storageFailure(err, storage);
+      }
+      const abort = new AbortController();
+      const onAbort = (): void => abort.abort(ctx.signal.reason);
+      ctx.signal.addEventListener('abort', onAbort, { once: true });
+      const child = spawnChild(pgDump.path, args, {
+        env: childEnv(config.childEnv, pg),
+        logger: log,
+        echo: config.dbEcho,
+        signal: abort.signal,
+      });
+      const gate = new DumpGate(child);
+      const digest = new DigestStream({ highWaterMark: 1 << 20 });
+      const t0 = Date.now();
+      const report = throttle(ctx.progress);
+      const progress = (force = false): void => {
+        const elapsedMs = Date.now() - t0;
+        report(
+          {
+            phase: 'dump',
+            bytesIn: gate.bytes,
+            bytesOut: digest.bytes,
+            elapsedMs,
+            rate: elapsedMs > 0 ? (gate.bytes * 1000) / elapsedMs : 0,
+          },
+          force,
+        );
+      };
+      const ticker = setInterval(progress, 1000);
+
+      try {
+        if (!child.process.stdout) throw new DumpFailedError('pg_dump has no stdout');
+        await pipeline(
+          child.process.stdout,
+          gate,
+          createGzipStream(config.gzipLevel, config.gzipThreads),
+          digest,
+          writer.stream,
+          { signal: abort.signal },
+        );
+        progress(true);
+        await writer.commit();
+      } catch (err) {
+        abort.abort(err);
+        child.kill();
+        await writer.abort();
+        await child.exited;
+        throw explainBackupFailure(err, child, ctx.signal, storage);
+      } finally {
+        clearInterval(ticker);
+        ctx.signal.removeEventListener('abort', onAbort);
+      }
+
+      const finishedAt = now();
+      const tables = gate.rows.toJSON();
+      const manifest: Manifest = {
+        format: MANIFEST_FORMAT,
+        formatVersion: MANIFEST_VERSION,
         id,
+        database: target.name,
+        host: pg.host,
+        port: pg.port,
+        serverVersion: server.version,
+        serverVersionNum: server.versionNum,
+        pgDumpVersion: pgDump.version,
+        pgDumpPath: pgDump.path,
+        dumpOptions: { noOwner: input.noOwner === true, noPrivileges: input.noOwner === true },
+        compression: { format: 'gzip', level: config.gzipLevel, threads: config.gzipThreads },
+        encryption: null,
+        archive: { key: keys.archive, bytes: digest.bytes, sha256: digest.sha256 },
+        uncompressedBytes: gate.bytes,
+        databaseSize: server.databaseSize,
+        startedAt: startedAt.toISOString(),
+        finishedAt: finishedAt.toISOString(),
+        durationMs: finishedAt.getTime() - startedAt.getTime(),
+        tables,
+        drill: null,
+        drills: [],
+      };
+      try {
+        // The manifest is the commit mark: written last, and only for a complete archive.
+        await writeManifest(storage, keys.manifest, manifest);
+      } catch (err) {
+        await storage.deleteMany([keys.manifest, keys.archive]).catch(() => undefined);
+        throw err;
+      }
+      const rows = Object.values(tables).reduce((a, b) => a + b, 0);
+      log.info(
+        {
+          database: target.name,
+          id,
+          bytes: digest.bytes,
+          uncompressed: gate.bytes,
+          ms: manifest.durationMs,
+          rows,
+        },
+        'backup finished',
+      );
+      return {
+        id,
+        database: target.name,
+        archiveKey: keys.archive,
+        manifestKey: keys.manifest,
+        archiveLocation: storage.locate(keys.archive),
+        manifestLocation: storage.locate(keys.manifest),
         bytes: digest.bytes,
-        uncompressed: gate.bytes,
-        ms: manifest.durationMs,
+        uncompressedBytes: gate.bytes,
+        sha256: digest.sha256,
+        durationMs: manifest.durationMs,
+        tables: Object.keys(tables).length,
         rows,
-      },
-      'backup finished',
-    );
-    return {
-      id,
-      database: target.name,
-      archiveKey: keys.archive,
-      manifestKey: keys.manifest,
-      archiveLocation: storage.locate(keys.archive),
-      manifestLocation: storage.locate(keys.manifest),
-      bytes: digest.bytes,
-      uncompressedBytes: gate.bytes,
-      sha256: digest.sha256,
-      durationMs: manifest.durationMs,
-      tables: Object.keys(tables).length,
-      rows,
-    };
+      };
+    }
   };
 }
 

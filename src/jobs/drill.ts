@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { resolveTarget } from '../config.js';
 import { PgshelfError, errorMessage } from '../errors.js';
 import { findBackup, readManifest, writeManifest, type DrillRecord } from '../manifest.js';
+import { writeVerified } from '../markers.js';
 import { dropDatabase, withAdminDb } from '../postgres/admin.js';
 import { withDb } from '../postgres/connection.js';
 import type { JobContext, JobDeps } from './context.js';
@@ -115,6 +116,7 @@ export function createDrillJob(deps: JobDeps) {
       { database: target.name, backup: backup.id, verified, restoreMs },
       'restore drill finished',
     );
+    if (verified) await writeVerified(storage, target.name, { id: backup.id, at: record.at });
     if (!verified) {
       throw new DrillFailedError(
         `restore drill of backup ${backup.id} of "${target.name}" failed: ${detail}`,

@@ -93,6 +93,9 @@ export function validateCron(expr: string, where: string): void {
   }
 }
 
+/** How far a slot's local time can sit from the offset read at either end of a range (DST changes are <= 2 h). */
+const MARGIN_MS = 3 * 3_600_000;
+
 /** Naive local times matching `expr` strictly after naive time `fromNaive`, in order. */
 function* localMatches(expr: string, fromNaive: number): Generator<number> {
   const it = cronParser.parseExpression(expr, { currentDate: new Date(fromNaive), tz: 'UTC' });
@@ -115,10 +118,11 @@ export function slotAfter(expr: string, tz: string, naive: number): LocalSlot {
 /** Every slot firing in (from, to], in wall-clock order. */
 export function slotsBetween(expr: string, tz: string, from: Date, to: Date, limit = 100_000): LocalSlot[] {
   const out: LocalSlot[] = [];
-  // Start two days early in local time: around a DST change a slot's instant and its local time differ by hours.
-  for (const naive of localMatches(expr, localMs(from.getTime(), tz) - 2 * 86_400_000)) {
+  // Look a few hours either side in local time: around a DST change a slot's local time and the offset at `from`
+  // or `to` disagree by up to the size of the change.
+  for (const naive of localMatches(expr, localMs(from.getTime(), tz) - MARGIN_MS)) {
+    if (naive > localMs(to.getTime(), tz) + MARGIN_MS) break;
     const at = instantOf(naive, tz);
-    if (at > to.getTime() && naive > localMs(to.getTime(), tz) + 86_400_000) break;
     if (at > from.getTime() && at <= to.getTime()) {
       out.push({ local: formatLocal(naive), naive, at: new Date(at) });
       if (out.length >= limit) break;

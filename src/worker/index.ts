@@ -1,10 +1,11 @@
-import { UnrecoverableError, Worker, type Job } from 'bullmq';
-import type { Config } from '../config.js';
+import { DelayedError, UnrecoverableError, Worker, type Job } from 'bullmq';
+import { resolveTarget, type Config } from '../config.js';
 import { errorMessage, isRecoverable } from '../errors.js';
 import { createJobs } from '../jobs/index.js';
 import type { Logger } from '../logger.js';
-import { JOB_KINDS, redisConnection, type JobKind } from '../queues.js';
+import { createQueue, JOB_KINDS, redisConnection, type JobKind } from '../queues.js';
 import type { Storage } from '../storage/index.js';
+import { BackupGuards } from './locks.js';
 
 export interface WorkerOptions {
   readonly config: Config;
@@ -26,6 +27,9 @@ export interface PgshelfWorker {
   abortAll(reason?: string): void;
 }
 
+/** How long a backup that must wait (same database running, server at its limit) waits before trying again. */
+const WAIT_MS = 10_000;
+
 /** BullMQ adapter: one Worker per queue, each turning a BullMQ job into a call of the plain job function. */
 export function startWorker(options: WorkerOptions): PgshelfWorker {
   const { config, storage, logger } = options;
@@ -33,9 +37,46 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
   const running = new Map<string, AbortController>();
   const kinds = (options.kinds ?? JOB_KINDS).filter((k) => jobs[k] !== undefined);
 
+  const guards = new BackupGuards(redisConnection(config), config.queuePrefix, config.hostConcurrency);
+  const pruneQueue = createQueue(config, 'prune');
+
+  /**
+   * A backup waits while another dump of the same database runs, or while the server already has
+   * PGSHELF_HOST_CONCURRENCY dumps running: the job is put back as delayed (no attempt is used) and tried again.
+   */
+  const guarded = async (job: Job, token: string | undefined, log: Logger, fn: () => Promise<unknown>) => {
+    const target = resolveTarget(config, (job.data as { database?: string }).database);
+    const guard = await guards.acquire(target.name, target.postgres.host, target.postgres.port);
+    if (!guard.ok) {
+      log.info(
+        { database: target.name, reason: guard.reason },
+        guard.reason === 'database-busy'
+          ? 'another backup of this database is running: waiting'
+          : `the server already runs ${config.hostConcurrency} dumps: waiting`,
+      );
+      await job.moveToDelayed(Date.now() + WAIT_MS, token);
+      throw new DelayedError();
+    }
+    try {
+      const result = await fn();
+      // Retention runs after every successful backup, as its own job.
+      const id = (result as { id?: string }).id ?? String(job.id);
+      await pruneQueue
+        .add(
+          'prune',
+          { database: target.name },
+          { jobId: `prune--${encodeURIComponent(target.name)}--${id}` },
+        )
+        .catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'could not enqueue the prune job'));
+      return result;
+    } finally {
+      await guard.release();
+    }
+  };
+
   const workers = kinds.map((kind) => {
     const run = jobs[kind]!;
-    const processor = async (job: Job): Promise<unknown> => {
+    const processor = async (job: Job, token?: string): Promise<unknown> => {
       const abort = new AbortController();
       const key = `${kind}:${job.id ?? '?'}:${job.attemptsMade}`;
       running.set(key, abort);
@@ -106,6 +147,7 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
           abortAll('worker shut down before the job finished; it will be retried');
           await closed;
         }
+        await Promise.all([guards.close(), pruneQueue.close()]);
         logger.info('worker stopped');
       })();
       return closing;

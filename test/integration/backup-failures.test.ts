@@ -1,5 +1,5 @@
 import { ListMultipartUploadsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { chmod, readdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, describe, expect, inject, it } from 'vitest';
 import {
@@ -51,10 +51,10 @@ async function folderConfig(env: Env): Promise<{ config: Config; dir: string }> 
   return { config: testConfig({ PGSHELF_STORAGE: `file://${dir}`, ...env }), dir };
 }
 
-/** Every file under dir, including hidden temp files. */
+/** Every file under dir, including hidden temp files, but not the record of the last attempt. */
 async function allFiles(dir: string): Promise<string[]> {
   return (await readdir(dir, { recursive: true, withFileTypes: true }))
-    .filter((e) => e.isFile())
+    .filter((e) => e.isFile() && e.name !== '.pgshelf-last-attempt.json')
     .map((e) => e.name);
 }
 
@@ -89,6 +89,13 @@ describe('a failed backup leaves nothing behind', () => {
       /pg_dump exited with code 1:[\s\S]*permission denied for (table|schema)/,
     );
     expect(await allFiles(dir)).toEqual([]);
+    // The failed attempt is recorded, so that prune deletes nothing until a backup succeeds again.
+    const attempt = JSON.parse(await readFile(path.join(dir, db, '.pgshelf-last-attempt.json'), 'utf8')) as {
+      status: string;
+      error: string;
+    };
+    expect(attempt.status).toBe('failed');
+    expect(attempt.error).toMatch(/permission denied/);
   });
 
   it('fails on a database that does not exist, without retrying', async () => {
@@ -203,7 +210,7 @@ describe('a failed backup to S3 leaves no object and no multipart upload', () =>
     const objects = await client.send(new ListObjectsV2Command({ Bucket: bucket }));
     const uploads = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }));
     client.destroy();
-    expect(objects.Contents ?? []).toEqual([]);
+    expect((objects.Contents ?? []).map((o) => o.Key)).toEqual([`p/${db}/.pgshelf-last-attempt.json`]);
     expect(uploads.Uploads ?? []).toEqual([]);
     await storage.close();
   });
