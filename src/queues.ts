@@ -1,4 +1,5 @@
-import { Queue, QueueEvents, type ConnectionOptions, type JobsOptions } from 'bullmq';
+import { Queue, QueueEvents, type JobsOptions } from 'bullmq';
+import type { RedisOptions } from 'ioredis';
 import type { Config } from './config.js';
 
 /** One queue per kind of job, all under PGSHELF_QUEUE_PREFIX. */
@@ -6,7 +7,7 @@ export const JOB_KINDS = ['backup', 'restore', 'prune', 'drill'] as const;
 export type JobKind = (typeof JOB_KINDS)[number];
 
 /** BullMQ connection options from REDIS_URL. Workers need maxRetriesPerRequest: null (blocking commands). */
-export function redisConnection(config: Config): ConnectionOptions {
+export function redisConnection(config: Config): RedisOptions {
   const url = new URL(config.redisUrl);
   const db = url.pathname.length > 1 ? Number(url.pathname.slice(1)) : 0;
   return {

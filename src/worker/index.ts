@@ -82,17 +82,20 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
       running.set(key, abort);
       const log = logger.child({ queue: kind, jobId: job.id, attempt: job.attemptsMade + 1 });
       try {
-        return await run(job.data, {
-          signal: abort.signal,
-          logger: log,
-          jobId: `${config.queuePrefix}:${kind}:${job.id ?? '?'}`,
-          progress: (p) => {
-            job
-              .updateProgress({ ...p })
-              .catch((err: unknown) => log.debug({ err }, 'progress update failed'));
-          },
-        });
+        const call = (): Promise<unknown> =>
+          run(job.data, {
+            signal: abort.signal,
+            logger: log,
+            jobId: `${config.queuePrefix}:${kind}:${job.id ?? '?'}`,
+            progress: (p) => {
+              job
+                .updateProgress({ ...p })
+                .catch((err: unknown) => log.debug({ err }, 'progress update failed'));
+            },
+          });
+        return await (kind === 'backup' ? guarded(job, token, log, call) : call());
       } catch (err) {
+        if (err instanceof DelayedError) throw err;
         log.error({ err: errorMessage(err) }, `${kind} job failed`);
         // Retrying cannot fix bad settings, a missing database or a corrupt archive: fail now, keep the reason.
         if (!isRecoverable(err)) throw new UnrecoverableError(errorMessage(err));

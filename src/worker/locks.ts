@@ -3,8 +3,7 @@
  * PostgreSQL server (host:port). Both expire on their own if a worker dies; a running job keeps renewing them.
  */
 import { randomBytes } from 'node:crypto';
-import { Redis } from 'ioredis';
-import type { ConnectionOptions } from 'bullmq';
+import { Redis, type RedisOptions } from 'ioredis';
 
 // KEYS[1] database lock, KEYS[2] host semaphore (sorted set: token -> expiry, in Redis' own clock).
 // ARGV: token, ttl ms, host limit. Returns 1 (acquired), -1 (database busy) or -2 (host full).
@@ -44,12 +43,12 @@ export class BackupGuards {
   private readonly redis: Redis;
 
   constructor(
-    connection: ConnectionOptions,
+    connection: RedisOptions,
     private readonly prefix: string,
     private readonly hostLimit: number,
     private readonly ttlMs = 60_000,
   ) {
-    this.redis = new Redis({ ...(connection as object), maxRetriesPerRequest: 3, lazyConnect: true });
+    this.redis = new Redis({ ...connection, maxRetriesPerRequest: 3, lazyConnect: true });
   }
 
   async acquire(database: string, host: string, port: number): Promise<Acquired | Refused> {
