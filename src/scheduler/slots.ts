@@ -38,19 +38,39 @@ function formatter(tz: string): Intl.DateTimeFormat {
   return f;
 }
 
-/** The wall-clock time in `tz` at instant `ms`, as milliseconds of a naive (UTC-labelled) date. */
-export function localMs(ms: number, tz: string): number {
-  const parts: Record<string, number> = {};
-  for (const p of formatter(tz).formatToParts(new Date(ms)))
-    if (p.type !== 'literal') parts[p.type] = Number(p.value);
-  return (
-    Date.UTC(parts.year!, parts.month! - 1, parts.day, parts.hour, parts.minute, parts.second) +
-    (((ms % 1000) + 1000) % 1000)
-  );
+const offsets = new Map<string, number>();
+
+/**
+ * The UTC offset of `tz` at instant `ms`, in milliseconds. Time zones change offset only on whole minutes, so
+ * offsets are remembered per minute: schedules that fire every second stay cheap.
+ */
+function offsetAt(ms: number, tz: string): number {
+  const minute = Math.floor(ms / 60_000) * 60_000;
+  const key = `${tz}|${minute}`;
+  let offset = offsets.get(key);
+  if (offset === undefined) {
+    const parts: Record<string, number> = {};
+    for (const p of formatter(tz).formatToParts(new Date(minute))) {
+      if (p.type !== 'literal') parts[p.type] = Number(p.value);
+    }
+    const local = Date.UTC(
+      parts.year!,
+      parts.month! - 1,
+      parts.day!,
+      parts.hour!,
+      parts.minute!,
+      parts.second!,
+    );
+    offset = local - minute;
+    if (offsets.size > 50_000) offsets.clear();
+    offsets.set(key, offset);
+  }
+  return offset;
 }
 
-function offsetAt(ms: number, tz: string): number {
-  return localMs(ms, tz) - ms;
+/** The wall-clock time in `tz` at instant `ms`, as milliseconds of a naive (UTC-labelled) date. */
+export function localMs(ms: number, tz: string): number {
+  return ms + offsetAt(ms, tz);
 }
 
 /** The instant of a naive local time in `tz`, by the rules above (first of two; the end of a gap). */
@@ -120,8 +140,12 @@ export function slotsBetween(expr: string, tz: string, from: Date, to: Date, lim
   const out: LocalSlot[] = [];
   // Look a few hours either side in local time: around a DST change a slot's local time and the offset at `from`
   // or `to` disagree by up to the size of the change.
-  for (const naive of localMatches(expr, localMs(from.getTime(), tz) - MARGIN_MS)) {
-    if (naive > localMs(to.getTime(), tz) + MARGIN_MS) break;
+  // Without an offset change near the range, no margin is needed (this keeps per-second schedules cheap).
+  const f = from.getTime();
+  const t = to.getTime();
+  const margin = offsetAt(f - MARGIN_MS, tz) === offsetAt(t + MARGIN_MS, tz) ? 1000 : MARGIN_MS;
+  for (const naive of localMatches(expr, localMs(f, tz) - margin)) {
+    if (naive > localMs(t, tz) + margin) break;
     const at = instantOf(naive, tz);
     if (at > from.getTime() && at <= to.getTime()) {
       out.push({ local: formatLocal(naive), naive, at: new Date(at) });
@@ -147,5 +171,11 @@ export function previousSlot(
   at: Date,
   lookbackMs = 400 * 86_400_000,
 ): LocalSlot | undefined {
-  return slotsBetween(expr, tz, new Date(at.getTime() - lookbackMs), at).at(-1);
+  // Widening windows keep this cheap for schedules that fire every second as well as for yearly ones.
+  for (const window of [120_000, 7_200_000, 2 * 86_400_000, 8 * 86_400_000, lookbackMs]) {
+    const w = Math.min(window, lookbackMs);
+    const found = slotsBetween(expr, tz, new Date(at.getTime() - w), at).at(-1);
+    if (found || w === lookbackMs) return found;
+  }
+  return undefined;
 }
