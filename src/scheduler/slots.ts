@@ -56,10 +56,10 @@ function offsetAt(ms: number, tz: string): number {
     const local = Date.UTC(
       parts.year!,
       parts.month! - 1,
-      parts.day!,
-      parts.hour!,
-      parts.minute!,
-      parts.second!,
+      parts.day,
+      parts.hour,
+      parts.minute,
+      parts.second,
     );
     offset = local - minute;
     if (offsets.size > 50_000) offsets.clear();
