@@ -91,7 +91,9 @@ describe('schedule slots', () => {
 describe('previousSlot', () => {
   it('finds the slot just before, for frequent and rare schedules alike', () => {
     const at = new Date('2026-11-25T06:00:30.500Z');
-    expect(previousSlot('* * * * * *', 'Europe/Paris', at, 8 * 86_400_000)?.local).toBe('2026-11-25T07:00:30');
+    expect(previousSlot('* * * * * *', 'Europe/Paris', at, 8 * 86_400_000)?.local).toBe(
+      '2026-11-25T07:00:30',
+    );
     expect(previousSlot('0 2 * * 0', 'UTC', at)?.local).toBe('2026-11-22T02:00:00');
     expect(previousSlot('0 2 1 1 *', 'UTC', at, 86_400_000)).toBeUndefined();
   });
