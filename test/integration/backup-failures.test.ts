@@ -1,7 +1,8 @@
 import { ListMultipartUploadsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { chmod, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { afterEach, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
+import { useCleanup } from '../helpers/lifecycle.js';
 import {
   AbortedError,
   DatabaseNotFoundError,
@@ -27,11 +28,7 @@ import {
 import { waitFor } from '../helpers/cli.js';
 import { createBucket, testS3Client } from '../helpers/s3.js';
 
-const cleanup: (() => Promise<void>)[] = [];
-afterEach(async (ctx) => {
-  const fns = cleanup.splice(0);
-  if (ctx.task.result?.state !== 'fail') for (const fn of fns.reverse()) await fn();
-});
+const defer = useCleanup();
 
 function ctx(signal = new AbortController().signal): JobContext {
   return { signal, logger: silentLogger(), progress: () => undefined };
@@ -40,14 +37,14 @@ function ctx(signal = new AbortController().signal): JobContext {
 async function sourceDatabase(): Promise<string> {
   const name = uniqueName();
   await createDatabase(name);
-  cleanup.push(() => dropDatabase(name));
+  defer(() => dropDatabase(name), { keepOnFailure: true });
   await createSampleSchema(name, 50);
   return name;
 }
 
 async function folderConfig(env: Env): Promise<{ config: Config; dir: string }> {
   const dir = await tempDir();
-  cleanup.push(() => rm(dir, { recursive: true, force: true }));
+  defer(() => rm(dir, { recursive: true, force: true }));
   return { config: testConfig({ PGSHELF_STORAGE: `file://${dir}`, ...env }), dir };
 }
 
@@ -61,7 +58,7 @@ async function allFiles(dir: string): Promise<string[]> {
 /** A directory with a fake `pg_dump` (a shell script), for failures real pg_dump cannot be made to show. */
 async function fakePgDump(script: string): Promise<string> {
   const dir = await tempDir('pgshelf-fakebin-');
-  cleanup.push(() => rm(dir, { recursive: true, force: true }));
+  defer(() => rm(dir, { recursive: true, force: true }));
   const file = path.join(dir, 'pg_dump');
   await writeFile(file, `#!/bin/sh\n${script}\n`);
   await chmod(file, 0o755);
@@ -76,10 +73,8 @@ describe('a failed backup leaves nothing behind', () => {
       await c.query(`CREATE ROLE ${role} LOGIN`);
       await c.query(`GRANT USAGE ON SCHEMA app TO ${role}`);
     });
-    cleanup.push(() =>
-      withClient('postgres', (c) => c.query(`DROP ROLE IF EXISTS ${role}`)).then(() => undefined),
-    );
-    cleanup.push(() => withClient(db, (c) => c.query(`DROP OWNED BY ${role}`)).then(() => undefined));
+    defer(() => withClient('postgres', (c) => c.query(`DROP ROLE IF EXISTS ${role}`)).then(() => undefined));
+    defer(() => withClient(db, (c) => c.query(`DROP OWNED BY ${role}`)).then(() => undefined));
     const { config, dir } = await folderConfig({ ...pgEnv(db), POSTGRES_USER: role });
     const run = createBackupJob({ config, storage: createStorage(config.storage), logger: silentLogger() });
 
@@ -146,7 +141,7 @@ describe('a failed backup leaves nothing behind', () => {
   it('fails with the storage named when the folder cannot be written, before starting pg_dump', async () => {
     const db = await sourceDatabase();
     const dir = await tempDir();
-    cleanup.push(() => rm(dir, { recursive: true, force: true }));
+    defer(() => rm(dir, { recursive: true, force: true }));
     const blocker = path.join(dir, 'not-a-folder');
     await writeFile(blocker, 'a file where the storage folder should be');
     const config = testConfig({ ...pgEnv(db), PGSHELF_STORAGE: `file://${blocker}` });
@@ -163,7 +158,7 @@ describe('a failed backup leaves nothing behind', () => {
   it('aborts a running dump: kills pg_dump and removes the temp file', async () => {
     const db = await sourceDatabase();
     const lock = await lockTable(db, 'app.orders');
-    cleanup.push(() => lock.release());
+    defer(() => lock.release());
     const { config, dir } = await folderConfig(pgEnv(db));
     const run = createBackupJob({ config, storage: createStorage(config.storage), logger: silentLogger() });
     const abort = new AbortController();

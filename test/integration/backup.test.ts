@@ -5,7 +5,8 @@ import { readdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { useCleanup } from '../helpers/lifecycle.js';
 import { createBackupJob } from '../../src/jobs/backup.js';
 import type { JobContext, Progress } from '../../src/jobs/context.js';
 import { readManifest, scanBackups } from '../../src/manifest.js';
@@ -23,13 +24,7 @@ import {
 import { restoreByHand } from '../helpers/restore.js';
 import { createBucket, testS3Client } from '../helpers/s3.js';
 
-const cleanup: (() => Promise<void>)[] = [];
-afterEach(async (ctx) => {
-  // A failing test leaves its databases behind for inspection.
-  const failed = ctx.task.result?.state === 'fail';
-  const fns = cleanup.splice(0);
-  if (!failed) for (const fn of fns.reverse()) await fn();
-});
+const defer = useCleanup();
 
 function context(progress: Progress[] = [], signal = new AbortController().signal): JobContext {
   return { signal, logger: silentLogger(), progress: (p) => progress.push(p) };
@@ -37,7 +32,7 @@ function context(progress: Progress[] = [], signal = new AbortController().signa
 
 async function sourceDatabase(name = uniqueName(), rows = 300): Promise<string> {
   await createDatabase(name);
-  cleanup.push(() => dropDatabase(name));
+  defer(() => dropDatabase(name), { keepOnFailure: true });
   await createSampleSchema(name, rows);
   return name;
 }
@@ -46,7 +41,7 @@ describe('backup to a local folder', () => {
   it('writes archive and manifest that restore by hand into an identical database', async () => {
     const source = await sourceDatabase(awkwardName());
     const dir = await tempDir();
-    cleanup.push(() => rm(dir, { recursive: true, force: true }));
+    defer(() => rm(dir, { recursive: true, force: true }));
     const config = testConfig({ ...pgEnv(source), PGSHELF_STORAGE: `file://${dir}` });
     const storage = createStorage(config.storage);
     const progress: Progress[] = [];
@@ -82,7 +77,7 @@ describe('backup to a local folder', () => {
     expect(progress.at(-1)?.bytesOut).toBe(manifest.archive.bytes);
 
     const restored = uniqueName('pgshelf_r');
-    cleanup.push(() => dropDatabase(restored));
+    defer(() => dropDatabase(restored), { keepOnFailure: true });
     await restoreByHand(result.archiveLocation, restored);
     expect(await snapshotDatabase(restored)).toEqual(snap);
   });
@@ -99,7 +94,7 @@ describe('backup to S3', () => {
 
     const client = testS3Client();
     const dir = await tempDir();
-    cleanup.push(() => rm(dir, { recursive: true, force: true }));
+    defer(() => rm(dir, { recursive: true, force: true }));
     const file = path.join(dir, 'download.sql.gz');
     const got = await client.send(
       new GetObjectCommand({ Bucket: bucket, Key: `nightly/pg/${result.archiveKey}` }),
@@ -114,7 +109,7 @@ describe('backup to S3', () => {
     ).toBe(manifest.archive.sha256);
 
     const restored = uniqueName('pgshelf_r');
-    cleanup.push(() => dropDatabase(restored));
+    defer(() => dropDatabase(restored), { keepOnFailure: true });
     await restoreByHand(file, restored);
     expect(await snapshotDatabase(restored)).toEqual(await snapshotDatabase(source));
     const listed = await scanBackups(storage, source);

@@ -1,5 +1,6 @@
 import { readFile, rm } from 'node:fs/promises';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { useCleanup } from '../helpers/lifecycle.js';
 import { pgEnv, tempDir } from '../helpers/env.js';
 import { runCli } from '../helpers/cli.js';
 import {
@@ -12,19 +13,15 @@ import {
 } from '../helpers/pg.js';
 import { restoreByHand } from '../helpers/restore.js';
 
-const cleanup: (() => Promise<void>)[] = [];
-afterEach(async (ctx) => {
-  const fns = cleanup.splice(0);
-  if (ctx.task.result?.state !== 'fail') for (const fn of fns.reverse()) await fn();
-});
+const defer = useCleanup();
 
 describe('pgshelf backup --in-process', () => {
   it('with DB_ECHO=1 logs the SQL it runs and pg_dump argv, never the password', async () => {
     const db = uniqueName();
     await createDatabase(db);
-    cleanup.push(() => dropDatabase(db));
+    defer(() => dropDatabase(db), { keepOnFailure: true });
     const dir = await tempDir();
-    cleanup.push(() => rm(dir, { recursive: true, force: true }));
+    defer(() => rm(dir, { recursive: true, force: true }));
     const password = 'pa$$w0rd-that-must-not-leak';
     const res = await runCli(['backup', '--in-process', '--json'], {
       ...pgEnv(db),
@@ -51,9 +48,9 @@ describe('pgshelf backup --in-process', () => {
   it('without DB_ECHO logs no SQL', async () => {
     const db = uniqueName();
     await createDatabase(db);
-    cleanup.push(() => dropDatabase(db));
+    defer(() => dropDatabase(db), { keepOnFailure: true });
     const dir = await tempDir();
-    cleanup.push(() => rm(dir, { recursive: true, force: true }));
+    defer(() => rm(dir, { recursive: true, force: true }));
     const res = await runCli(['backup', '--in-process', '--json'], { ...pgEnv(db), PGSHELF_STORAGE: dir });
     expect(res.code, res.stderr).toBe(0);
     expect(res.stderr).not.toMatch(/"msg":"(sql|exec)"/);
@@ -62,17 +59,17 @@ describe('pgshelf backup --in-process', () => {
   it('backs up a database with an awkward name into a relative folder, restorable by hand', async () => {
     const db = awkwardName();
     await createDatabase(db);
-    cleanup.push(() => dropDatabase(db));
+    defer(() => dropDatabase(db), { keepOnFailure: true });
     await createSampleSchema(db, 40);
     const cwd = await tempDir();
-    cleanup.push(() => rm(cwd, { recursive: true, force: true }));
+    defer(() => rm(cwd, { recursive: true, force: true }));
     const res = await runCli(['backup', '--in-process', '--json', '--db', db], { ...pgEnv('postgres') }, cwd);
     expect(res.code, res.stderr).toBe(0);
     const out = JSON.parse(res.stdout) as { archiveLocation: string; database: string };
     expect(out.database).toBe(db);
     expect(out.archiveLocation.startsWith(`${cwd}/backups/`)).toBe(true);
     const restored = uniqueName('pgshelf_r');
-    cleanup.push(() => dropDatabase(restored));
+    defer(() => dropDatabase(restored), { keepOnFailure: true });
     await restoreByHand(out.archiveLocation, restored);
     expect(await snapshotDatabase(restored)).toEqual(await snapshotDatabase(db));
   });

@@ -1,9 +1,8 @@
-import { Queue } from 'bullmq';
-import { readdir, rm } from 'node:fs/promises';
-import { afterEach, describe, expect, it } from 'vitest';
+import { readdir } from 'node:fs/promises';
+import { describe, expect, it } from 'vitest';
 import type { Env } from '../../src/config.js';
-import { startCli, waitFor, type RunningCli } from '../helpers/cli.js';
-import { pgEnv, tempDir, uniquePrefix } from '../helpers/env.js';
+import { waitFor } from '../helpers/cli.js';
+import { daemon, useCleanup, workerFixture } from '../helpers/lifecycle.js';
 import {
   createDatabase,
   createSampleSchema,
@@ -13,59 +12,15 @@ import {
   withClient,
 } from '../helpers/pg.js';
 
-const cleanup: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const fn of cleanup.splice(0).reverse()) await fn();
-});
-
-const connection = { host: '127.0.0.1', port: 6379 };
+const defer = useCleanup();
+const worker = (env: Env) => daemon('worker', env, defer);
 
 async function database(): Promise<string> {
   const db = uniqueName();
   await createDatabase(db);
-  cleanup.push(() => dropDatabase(db));
+  defer(() => dropDatabase(db), { keepOnFailure: true });
   await createSampleSchema(db, 20);
   return db;
-}
-
-async function setup(
-  db: string,
-  extra: Env,
-): Promise<{ env: Env; dir: string; queue: (n: string) => Queue }> {
-  const dir = await tempDir();
-  cleanup.push(() => rm(dir, { recursive: true, force: true }));
-  const prefix = uniquePrefix();
-  const queues: Queue[] = [];
-  cleanup.push(async () => {
-    for (const q of queues) {
-      await q.obliterate({ force: true });
-      await q.close();
-    }
-  });
-  return {
-    env: {
-      ...pgEnv(db),
-      PGSHELF_STORAGE: dir,
-      PGSHELF_QUEUE_PREFIX: prefix,
-      PGSHELF_LOG_LEVEL: 'info',
-      ...extra,
-    },
-    dir,
-    queue: (name) => {
-      const q = new Queue(name, { connection, prefix });
-      queues.push(q);
-      return q;
-    },
-  };
-}
-
-function worker(env: Env): RunningCli {
-  const w = startCli(['worker'], env);
-  cleanup.push(async () => {
-    if (w.child.exitCode === null && w.child.signalCode === null) w.child.kill('SIGKILL');
-    await w.done;
-  });
-  return w;
 }
 
 /** pg_dump sessions of pgshelf now running against `databases`. */
@@ -86,10 +41,12 @@ async function archives(dir: string): Promise<string[]> {
 
 describe('backup guards', () => {
   it('runs one dump of a database at a time: the second waits, then runs; each is followed by a prune', async () => {
-    const db = await database();
-    const { env, dir, queue } = await setup(db, { PGSHELF_CONCURRENCY: '2' });
+    const { db, env, dir, queue } = await workerFixture(defer, {
+      rows: 20,
+      env: { PGSHELF_CONCURRENCY: '2' },
+    });
     const lock = await lockTable(db, 'app.orders');
-    cleanup.push(() => lock.release());
+    defer(() => lock.release());
     const w = worker(env);
     await waitFor('the worker', () => w.stderr().includes('worker started'));
     const backups = queue('backup');
@@ -108,10 +65,14 @@ describe('backup guards', () => {
   });
 
   it('runs at most PGSHELF_HOST_CONCURRENCY dumps against one server', async () => {
-    const [a, b] = [await database(), await database()];
-    const { env, dir, queue } = await setup(a, { PGSHELF_CONCURRENCY: '2', PGSHELF_HOST_CONCURRENCY: '1' });
+    const fixture = await workerFixture(defer, {
+      rows: 20,
+      env: { PGSHELF_CONCURRENCY: '2', PGSHELF_HOST_CONCURRENCY: '1' },
+    });
+    const { db: a, env, dir, queue } = fixture;
+    const b = await database();
     const locks = [await lockTable(a, 'app.orders'), await lockTable(b, 'app.orders')];
-    cleanup.push(async () => {
+    defer(async () => {
       for (const l of locks) await l.release();
     });
     const w = worker(env);

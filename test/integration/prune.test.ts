@@ -4,7 +4,8 @@ import {
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import { rm } from 'node:fs/promises';
-import { afterEach, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
+import { useCleanup } from '../helpers/lifecycle.js';
 import type { Env } from '../../src/config.js';
 import type { JobContext } from '../../src/jobs/context.js';
 import { createPruneJob } from '../../src/jobs/prune.js';
@@ -17,10 +18,7 @@ import { runCli } from '../helpers/cli.js';
 import { pgEnv, s3Env, tempDir, testConfig } from '../helpers/env.js';
 import { createBucket, testS3Client } from '../helpers/s3.js';
 
-const cleanup: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const fn of cleanup.splice(0).reverse()) await fn();
-});
+const defer = useCleanup();
 
 const ctx: JobContext = {
   signal: new AbortController().signal,
@@ -57,7 +55,7 @@ async function nightly(storage: Storage, days: number): Promise<string[]> {
 
 async function folder(env: Env = {}): Promise<{ env: Env; storage: Storage }> {
   const dir = await tempDir();
-  cleanup.push(() => rm(dir, { recursive: true, force: true }));
+  defer(() => rm(dir, { recursive: true, force: true }));
   const full = { ...pgEnv(DB), PGSHELF_STORAGE: dir, ...env };
   return { env: full, storage: createStorage(testConfig(full).storage) };
 }
@@ -197,7 +195,7 @@ describe('prune on S3', () => {
         PGSHELF_MIN_KEEP: '1',
       };
       const storage = createStorage(testConfig(env).storage);
-      cleanup.push(() => storage.close());
+      defer(() => storage.close());
       const ids = await nightly(storage, 600);
       const client = testS3Client(moto!);
       const key = `pg/${backupKeys(DB, new Date('2026-11-26T02:00:00Z'), 'cafe0001').archive}`;

@@ -1,15 +1,12 @@
-import { Queue } from 'bullmq';
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import pg from 'pg';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Env } from '../../src/config.js';
-import { pgEnv, tempDir, uniquePrefix } from '../helpers/env.js';
-import { runCli, startCli, waitFor, type RunningCli } from '../helpers/cli.js';
+import { runCli, startCli, waitFor } from '../helpers/cli.js';
+import { daemon, useCleanup, workerFixture } from '../helpers/lifecycle.js';
 import {
-  createDatabase,
-  createSampleSchema,
   databaseExists,
   dropDatabase,
   PG_HOST,
@@ -20,46 +17,9 @@ import {
   withClient,
 } from '../helpers/pg.js';
 
-const cleanup: (() => Promise<void>)[] = [];
-afterEach(async (ctx) => {
-  const fns = cleanup.splice(0);
-  if (ctx.task.result?.state !== 'fail') for (const fn of fns.reverse()) await fn();
-});
-
-async function setup(): Promise<{ db: string; dir: string; env: Env }> {
-  const db = uniqueName();
-  await createDatabase(db);
-  cleanup.push(() => dropDatabase(db));
-  await createSampleSchema(db, 300);
-  const dir = await tempDir();
-  cleanup.push(() => rm(dir, { recursive: true, force: true }));
-  const prefix = uniquePrefix();
-  cleanup.push(async () => {
-    for (const name of ['backup', 'restore', 'prune', 'drill']) {
-      const q = new Queue(name, { connection: { host: '127.0.0.1', port: 6379 }, prefix });
-      await q.obliterate({ force: true });
-      await q.close();
-    }
-  });
-  const env: Env = {
-    ...pgEnv(db),
-    PGSHELF_STORAGE: dir,
-    PGSHELF_QUEUE_PREFIX: prefix,
-    PGSHELF_RETRY_DELAY: '1',
-    PGSHELF_LOCK_DURATION: '3',
-    PGSHELF_LOG_LEVEL: 'info',
-  };
-  return { db, dir, env };
-}
-
-function worker(env: Env): RunningCli {
-  const w = startCli(['worker'], env);
-  cleanup.push(async () => {
-    if (w.child.exitCode === null && w.child.signalCode === null) w.child.kill('SIGKILL');
-    await w.done;
-  });
-  return w;
-}
+const defer = useCleanup();
+const setup = () => workerFixture(defer, { rows: 300, env: { PGSHELF_LOCK_DURATION: '3' } });
+const worker = (env: Env) => daemon('worker', env, defer);
 
 describe('pgshelf restore through a worker', () => {
   it('enqueues, shows progress, restores, and exits 0; an existing target exits 1 with the reason', async () => {
@@ -68,7 +28,7 @@ describe('pgshelf restore through a worker', () => {
     const w = worker(env);
     await waitFor('worker to start', () => w.stderr().includes('worker started'));
     const into = uniqueName('pgshelf_into');
-    cleanup.push(() => dropDatabase(into));
+    defer(() => dropDatabase(into), { keepOnFailure: true });
     const res = await runCli(['restore', '--into', into], env);
     expect(res.code, res.stderr).toBe(0);
     expect(res.stdout).toMatch(
@@ -93,9 +53,7 @@ describe('pgshelf restore through a worker', () => {
     // databases, so the lock reaches into the staging database; advisory locks would not.)
     const gate = uniqueName('pgshelf_gate');
     await withClient('postgres', (c) => c.query(`CREATE ROLE ${gate} NOLOGIN`));
-    cleanup.push(() =>
-      withClient('postgres', (c) => c.query(`DROP ROLE IF EXISTS ${gate}`)).then(() => undefined),
-    );
+    defer(() => withClient('postgres', (c) => c.query(`DROP ROLE IF EXISTS ${gate}`)).then(() => undefined));
     const sql = gunzipSync(await readFile(archiveLocation)).toString('utf8');
     const at = sql.indexOf('COPY app.orders');
     const slow = `${sql.slice(0, at)}ALTER ROLE ${gate} CONNECTION LIMIT 2;\n${sql.slice(at)}`;
@@ -104,10 +62,10 @@ describe('pgshelf restore through a worker', () => {
     await holder.connect();
     await holder.query('BEGIN');
     await holder.query(`ALTER ROLE ${gate} CONNECTION LIMIT 1`);
-    cleanup.push(() => holder.end().catch(() => undefined));
+    defer(() => holder.end().catch(() => undefined));
 
     const into = uniqueName('pgshelf_into');
-    cleanup.push(() => dropDatabase(into));
+    defer(() => dropDatabase(into), { keepOnFailure: true });
     const first = worker(env);
     const cli = startCli(['restore', '--key', 'slow.sql.gz', '--into', into], env);
     const blocked = (): Promise<boolean> =>

@@ -3,7 +3,8 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { gunzipSync, gzipSync } from 'node:zlib';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { useCleanup } from '../helpers/lifecycle.js';
 import type { Env } from '../../src/config.js';
 import {
   BackupNotFoundError,
@@ -40,18 +41,14 @@ import { createBucket } from '../helpers/s3.js';
 
 const execFileAsync = promisify(execFile);
 
-const cleanup: (() => Promise<void>)[] = [];
-afterEach(async (ctx) => {
-  const fns = cleanup.splice(0);
-  if (ctx.task.result?.state !== 'fail') for (const fn of fns.reverse()) await fn();
-});
+const defer = useCleanup();
 
 function ctx(progress: Progress[] = []): JobContext {
   return { signal: new AbortController().signal, logger: silentLogger(), progress: (p) => progress.push(p) };
 }
 
 function dropLater(name: string): void {
-  cleanup.push(() => dropDatabase(name));
+  defer(() => dropDatabase(name), { keepOnFailure: true });
 }
 
 /** No database of pgshelf's making is left: neither the target nor a staging database. */
@@ -96,7 +93,7 @@ async function fixture(options: { name?: string; rows?: number; env?: Env } = {}
   dropLater(source);
   await createSampleSchema(source, options.rows ?? 200);
   const dir = await tempDir();
-  cleanup.push(() => rm(dir, { recursive: true, force: true }));
+  defer(() => rm(dir, { recursive: true, force: true }));
   const env = { ...pgEnv(source), PGSHELF_STORAGE: dir, ...options.env };
   const config = testConfig(env);
   const storage = createStorage(config.storage);
@@ -140,9 +137,7 @@ describe('restore', () => {
   it('restores from S3 by backup id, owned by POSTGRES_USER (a non-superuser) and created by the admin user', async () => {
     const owner = uniqueName('pgshelf_owner');
     await withClient('postgres', (c) => c.query(`CREATE ROLE ${owner} LOGIN`));
-    cleanup.push(() =>
-      withClient('postgres', (c) => c.query(`DROP ROLE IF EXISTS ${owner}`)).then(() => undefined),
-    );
+    defer(() => withClient('postgres', (c) => c.query(`DROP ROLE IF EXISTS ${owner}`)).then(() => undefined));
     const bucket = await createBucket();
     const f = await fixture({ env: s3Env(bucket, 'pg') });
     // A second backup, so that "by id" picks the older one.
@@ -177,9 +172,7 @@ describe('restore', () => {
   it("without --no-owner, fails on ownership it cannot grant, with psql's error, and leaves nothing", async () => {
     const owner = uniqueName('pgshelf_owner');
     await withClient('postgres', (c) => c.query(`CREATE ROLE ${owner} LOGIN`));
-    cleanup.push(() =>
-      withClient('postgres', (c) => c.query(`DROP ROLE IF EXISTS ${owner}`)).then(() => undefined),
-    );
+    defer(() => withClient('postgres', (c) => c.query(`DROP ROLE IF EXISTS ${owner}`)).then(() => undefined));
     const f = await fixture();
     const into = uniqueName('pgshelf_into');
     dropLater(into);

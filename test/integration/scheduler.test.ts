@@ -1,31 +1,21 @@
-import { Queue, type Job } from 'bullmq';
+import type { Job, Queue } from 'bullmq';
 import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Env } from '../../src/config.js';
-import { startCli, waitFor, type RunningCli } from '../helpers/cli.js';
+import { waitFor } from '../helpers/cli.js';
 import { pgEnv, tempDir, uniquePrefix } from '../helpers/env.js';
+import { daemon, queues, useCleanup } from '../helpers/lifecycle.js';
 
-const cleanup: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const fn of cleanup.splice(0).reverse()) await fn();
-});
-
-const connection = { host: '127.0.0.1', port: 6379 };
+const defer = useCleanup();
+const scheduler = (env: Env) => daemon('scheduler', env, defer);
 
 async function setup(yaml: string, extra: Env = {}): Promise<{ env: Env; queue: (name: string) => Queue }> {
   const dir = await tempDir();
-  cleanup.push(() => rm(dir, { recursive: true, force: true }));
+  defer(() => rm(dir, { recursive: true, force: true }));
   const file = path.join(dir, 'databases.yaml');
   await writeFile(file, yaml);
   const prefix = uniquePrefix();
-  const queues: Queue[] = [];
-  cleanup.push(async () => {
-    for (const q of queues) {
-      await q.obliterate({ force: true });
-      await q.close();
-    }
-  });
   const { POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER } = pgEnv('x');
   return {
     env: {
@@ -38,21 +28,8 @@ async function setup(yaml: string, extra: Env = {}): Promise<{ env: Env; queue: 
       PGSHELF_LOG_LEVEL: 'info',
       ...extra,
     },
-    queue: (name) => {
-      const q = new Queue(name, { connection, prefix });
-      queues.push(q);
-      return q;
-    },
+    queue: queues(prefix, defer),
   };
-}
-
-function scheduler(env: Env): RunningCli {
-  const s = startCli(['scheduler'], env);
-  cleanup.push(async () => {
-    if (s.child.exitCode === null && s.child.signalCode === null) s.child.kill('SIGKILL');
-    await s.done;
-  });
-  return s;
 }
 
 async function allJobs(q: Queue): Promise<Job[]> {

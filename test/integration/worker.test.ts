@@ -1,60 +1,14 @@
 import { Queue } from 'bullmq';
-import { readdir, readFile, rm } from 'node:fs/promises';
-import { afterEach, describe, expect, it } from 'vitest';
+import { readdir, readFile } from 'node:fs/promises';
+import { describe, expect, it } from 'vitest';
 import type { Env } from '../../src/config.js';
-import { pgEnv, tempDir, uniquePrefix } from '../helpers/env.js';
-import {
-  createDatabase,
-  createSampleSchema,
-  dropDatabase,
-  dumpIsWaiting,
-  lockTable,
-  uniqueName,
-} from '../helpers/pg.js';
-import { runCli, startCli, waitFor, type RunningCli } from '../helpers/cli.js';
+import { runCli, startCli, waitFor } from '../helpers/cli.js';
+import { daemon, useCleanup, workerFixture } from '../helpers/lifecycle.js';
+import { dumpIsWaiting, lockTable } from '../helpers/pg.js';
 
-const cleanup: (() => Promise<void>)[] = [];
-afterEach(async (ctx) => {
-  const fns = cleanup.splice(0);
-  const failed = ctx.task.result?.state === 'fail';
-  for (const fn of fns.reverse()) if (!failed || fn.name !== 'dropDb') await fn();
-});
-
-async function setup(): Promise<{ db: string; dir: string; env: Env }> {
-  const db = uniqueName();
-  await createDatabase(db);
-  cleanup.push(async function dropDb() {
-    await dropDatabase(db);
-  });
-  await createSampleSchema(db, 100);
-  const dir = await tempDir();
-  cleanup.push(() => rm(dir, { recursive: true, force: true }));
-  const prefix = uniquePrefix();
-  cleanup.push(async () => {
-    for (const name of ['backup', 'restore', 'prune', 'drill']) {
-      const q = new Queue(name, { connection: { host: '127.0.0.1', port: 6379 }, prefix });
-      await q.obliterate({ force: true });
-      await q.close();
-    }
-  });
-  const env: Env = {
-    ...pgEnv(db),
-    PGSHELF_STORAGE: `file://${dir}`,
-    PGSHELF_QUEUE_PREFIX: prefix,
-    PGSHELF_RETRY_DELAY: '1',
-    PGSHELF_LOG_LEVEL: 'info',
-  };
-  return { db, dir, env };
-}
-
-function worker(env: Env): RunningCli {
-  const w = startCli(['worker'], env);
-  cleanup.push(async () => {
-    if (w.child.exitCode === null && w.child.signalCode === null) w.child.kill('SIGKILL');
-    await w.done;
-  });
-  return w;
-}
+const defer = useCleanup();
+const setup = () => workerFixture(defer);
+const worker = (env: Env) => daemon('worker', env, defer);
 
 async function archives(dir: string): Promise<string[]> {
   return (await readdir(dir, { recursive: true })).filter((f) => f.endsWith('.sql.gz'));
@@ -142,7 +96,7 @@ describe('worker shutdown', () => {
   it('on SIGTERM lets the running backup finish within the grace period, then exits 0', async () => {
     const { db, dir, env } = await setup();
     const lock = await lockTable(db, 'app.orders');
-    cleanup.push(() => lock.release());
+    defer(() => lock.release());
     const w = worker({ ...env, PGSHELF_SHUTDOWN_GRACE: '60' });
     const cli = startCli(['backup'], env);
     await waitFor('pg_dump to block on the lock', () => dumpIsWaiting(db));
@@ -158,7 +112,7 @@ describe('worker shutdown', () => {
   it('aborts the job when the grace period ends, cleans up, and the job is retried by the next worker', async () => {
     const { db, dir, env } = await setup();
     const lock = await lockTable(db, 'app.orders');
-    cleanup.push(() => lock.release());
+    defer(() => lock.release());
     const w = worker({ ...env, PGSHELF_SHUTDOWN_GRACE: '1' });
     const cli = startCli(['backup'], env);
     await waitFor('pg_dump to block on the lock', () => dumpIsWaiting(db));
@@ -184,7 +138,7 @@ describe('worker shutdown', () => {
   it('a second signal forces the exit at once and kills pg_dump', async () => {
     const { db, env } = await setup();
     const lock = await lockTable(db, 'app.orders');
-    cleanup.push(() => lock.release());
+    defer(() => lock.release());
     const w = worker({ ...env, PGSHELF_SHUTDOWN_GRACE: '600' });
     const q = new Queue('backup', {
       connection: { host: '127.0.0.1', port: 6379 },
