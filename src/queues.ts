@@ -1,5 +1,6 @@
 import { Queue, QueueEvents, type JobsOptions } from 'bullmq';
-import type { RedisOptions } from 'ioredis';
+import { Redis, type RedisOptions } from 'ioredis';
+import { PgshelfError } from './errors.js';
 import type { Config } from './config.js';
 
 /** One queue per kind of job, all under PGSHELF_QUEUE_PREFIX. */
@@ -45,4 +46,32 @@ export function createQueueEvents(
   connection = redisConnection(config),
 ): QueueEvents {
   return new QueueEvents(kind, { connection, prefix: config.queuePrefix });
+}
+
+/**
+ * Fails fast, with what to do, when Redis cannot be reached: BullMQ's own connections retry forever, which
+ * would leave a command waiting silently.
+ */
+export async function checkRedis(config: Config, timeoutMs = 5000): Promise<void> {
+  const client = new Redis({
+    ...redisConnection(config),
+    lazyConnect: true,
+    connectTimeout: timeoutMs,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
+  let cause: Error | undefined;
+  client.on('error', (err: Error) => (cause ??= err));
+  try {
+    await client.connect();
+    await client.ping();
+  } catch (err) {
+    const why = cause?.message ?? (err instanceof Error ? err.message : String(err));
+    throw new PgshelfError(
+      `cannot reach Redis at ${config.redisUrl} (${why}): start Redis or fix REDIS_URL, e.g. ` +
+        'REDIS_URL=redis://127.0.0.1:6379, or run the job here with --in-process',
+    );
+  } finally {
+    client.disconnect();
+  }
 }

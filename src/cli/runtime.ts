@@ -1,10 +1,10 @@
 import { Job } from 'bullmq';
 import { loadConfig, type Config } from '../config.js';
-import { ConfigError, PgshelfError, errorMessage } from '../errors.js';
+import { ConfigError, errorMessage } from '../errors.js';
 import { createJobs } from '../jobs/index.js';
 import type { Progress } from '../jobs/context.js';
 import { createLogger, type Logger } from '../logger.js';
-import { createQueue, createQueueEvents, type JobKind } from '../queues.js';
+import { checkRedis, createQueue, createQueueEvents, type JobKind } from '../queues.js';
 import { createStorage, type Storage } from '../storage/index.js';
 import { ProgressLine } from './progress.js';
 
@@ -82,15 +82,11 @@ export class Runtime {
       }
     }
 
+    await checkRedis(this.config);
     const queue = createQueue(this.config, kind);
     const events = options.wait === false ? undefined : createQueueEvents(this.config, kind);
     try {
-      await queue.waitUntilReady().catch((err: unknown) => {
-        throw new PgshelfError(
-          `cannot reach Redis at ${this.config.redisUrl}: ${errorMessage(err)}. Start Redis, fix REDIS_URL, ` +
-            'or run the job here with --in-process',
-        );
-      });
+      await queue.waitUntilReady();
       if (events) await events.waitUntilReady();
       const job = await queue.add(kind, input, {
         ...(options.priority !== undefined ? { priority: options.priority } : {}),

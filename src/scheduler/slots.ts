@@ -53,14 +53,7 @@ function offsetAt(ms: number, tz: string): number {
     for (const p of formatter(tz).formatToParts(new Date(minute))) {
       if (p.type !== 'literal') parts[p.type] = Number(p.value);
     }
-    const local = Date.UTC(
-      parts.year!,
-      parts.month! - 1,
-      parts.day,
-      parts.hour,
-      parts.minute,
-      parts.second,
-    );
+    const local = Date.UTC(parts.year!, parts.month! - 1, parts.day, parts.hour, parts.minute, parts.second);
     offset = local - minute;
     if (offsets.size > 50_000) offsets.clear();
     offsets.set(key, offset);

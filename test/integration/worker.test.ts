@@ -86,6 +86,11 @@ describe('pgshelf worker + pgshelf backup', () => {
     const usage = await runCli(['backup', '--bogus'], env);
     expect(usage.code).toBe(2);
     expect(usage.stderr).toMatch(/unknown option '--bogus'/);
+    const noRedis = await runCli(['backup'], { ...env, REDIS_URL: 'redis://127.0.0.1:1' });
+    expect(noRedis.code).toBe(1);
+    expect(noRedis.stderr).toMatch(
+      /cannot reach Redis at redis:\/\/127\.0\.0\.1:1 \(.*ECONNREFUSED.*\): .*--in-process/,
+    );
     const missing = await runCli(['backup', '--in-process'], { PGSHELF_STORAGE: env.PGSHELF_STORAGE });
     expect(missing.code).toBe(2);
     expect(missing.stderr).toMatch(/POSTGRES_DB is not set/);
