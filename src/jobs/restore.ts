@@ -17,7 +17,7 @@ import {
   VersionMismatchError,
   errorMessage,
 } from '../errors.js';
-import { findBackup, type Manifest } from '../manifest.js';
+import { findBackup, parseManifest, type Manifest } from '../manifest.js';
 import { garbageNudger } from '../memory.js';
 import {
   commentOnDatabase,
@@ -105,7 +105,10 @@ async function locateArchive(storage: Storage, database: string, input: RestoreI
     // A pgshelf archive given by key still gets its manifest checks.
     const parsed = parseKey(input.key);
     const manifestBody = parsed ? await storage.getObject(`${parsed.base}.manifest.json`) : undefined;
-    const manifest = manifestBody ? (JSON.parse(manifestBody.toString('utf8')) as Manifest) : undefined;
+    const manifest =
+      manifestBody && parsed
+        ? parseManifest(manifestBody.toString('utf8'), `${parsed.base}.manifest.json`)
+        : undefined;
     return {
       key: input.key,
       bytes: info.size,
