@@ -3,11 +3,8 @@
 // `pg_dump | gzip -N > file` (and `| aws s3 cp -` for S3), side by side in one run, alternating, same gzip level.
 // Also the worker's peak RSS (VmHWM) for two database sizes.
 //   node bench/backup.mjs [--size-mb 1024] [--small-mb 128] [--reps 2] [--level 6] [--s3 auto|off]
-import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, rm, stat } from 'node:fs/promises';
-import net from 'node:net';
+import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import {
   args,
@@ -21,32 +18,16 @@ import {
   PG,
   pgEnv,
   root,
+  startS3Server,
   startWorker,
   timeCli,
   timeShell,
+  which,
 } from './lib.mjs';
 
 const opts = args({ sizeMb: 1024, smallMb: 128, reps: 2, level: 6, s3: 'auto' });
 const work = path.join(root, '.bench');
 await mkdir(work, { recursive: true });
-
-async function which(cmd) {
-  try {
-    await timeShell(`command -v ${cmd} >/dev/null`);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 const conn = `--host=${PG.host} --port=${PG.port} --username=${PG.user}`;
 
@@ -123,58 +104,32 @@ for (const db of [small, big]) {
   );
 }
 
-if (opts.s3 !== 'off' && (await which('moto_server'))) {
-  const port = await freePort();
-  const moto = spawn('moto_server', ['-H', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
+const s3server = opts.s3 === 'off' ? undefined : await startS3Server({ requireMoto: true });
+if (s3server) {
   try {
-    const endpoint = `http://127.0.0.1:${port}`;
-    for (let i = 0; i < 100; i++) {
-      try {
-        await fetch(endpoint);
-        break;
-      } catch {
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
-    const bucket = `bench-${randomBytes(3).toString('hex')}`;
-    const creds = {
-      AWS_ACCESS_KEY_ID: 'bench',
-      AWS_SECRET_ACCESS_KEY: 'bench',
-      AWS_DEFAULT_REGION: 'us-east-1',
-    };
-    const client = new S3Client({
-      endpoint,
-      region: 'us-east-1',
-      forcePathStyle: true,
-      credentials: { accessKeyId: 'bench', secretAccessKey: 'bench' },
-    });
-    await client.send(new CreateBucketCommand({ Bucket: bucket }));
-    client.destroy();
     const hasAws = await which('aws');
+    const endpoint = s3server.endpoint;
     const s3 = {
-      env: {
-        PGSHELF_STORAGE: `s3://${bucket}/pg`,
-        S3_ENDPOINT: endpoint,
-        S3_FORCE_PATH_STYLE: 'true',
-        S3_REGION: 'us-east-1',
-        ...creds,
-      },
+      env: s3server.env('pg'),
       shell: (db) =>
         hasAws
-          ? `pg_dump ${conn} --format=plain --dbname=${db} | gzip -${opts.level} | aws --endpoint-url ${endpoint} s3 cp - s3://${bucket}/shell/${db}.sql.gz`
+          ? `pg_dump ${conn} --format=plain --dbname=${db} | gzip -${opts.level} | aws --endpoint-url ${endpoint} s3 cp - s3://${s3server.bucket}/shell/${db}.sql.gz`
           : `pg_dump ${conn} --format=plain --dbname=${db} | gzip -${opts.level} > ${work}/shell.sql.gz`,
     };
-    const r = await compare(`s3 (moto) ${big}${hasAws ? ' vs aws s3 cp -' : ' vs file'}`, big, s3);
+    const r = await compare(
+      `s3 (${s3server.name}) ${big}${hasAws ? ' vs aws s3 cp -' : ' vs file'}`,
+      big,
+      s3,
+    );
     results.push(r);
     console.error(
-      `${r.label}: pgshelf ${fmt(r.pgshelfMedianMs)} vs shell ${fmt(r.shellMedianMs)} -> ratio ${r.ratio}; worker peak RSS ${r.workerPeakRssMb} MB`,
+      `${r.label}: pgshelf ${fmt(r.pgshelfMedianMs)} vs shell ${fmt(r.shellMedianMs)} -> ratio ${r.ratio}; ` +
+        `worker peak RSS ${r.workerPeakRssMb} MB`,
     );
   } finally {
-    moto.kill('SIGTERM');
+    await s3server.stop();
   }
 }
 
 await rm(path.join(work, 'shell.sql.gz'), { force: true });
-const archive = await stat(path.join(work, 'shell.sql.gz')).catch(() => undefined);
-void archive;
 console.log(JSON.stringify({ bench: 'backup', gzipLevel: opts.level, reps: opts.reps, results }, null, 2));

@@ -1,6 +1,10 @@
 // Shared pieces of the benchmarks: a reusable database of a given size, timing, and peak RSS of a process.
+import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { execFile, spawn } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -180,4 +184,75 @@ export async function obliterate(prefix) {
     await q.obliterate({ force: true });
     await q.close();
   }
+}
+
+export async function which(cmd) {
+  return execFileAsync('bash', ['-c', `command -v ${cmd}`]).then(
+    () => true,
+    () => false,
+  );
+}
+
+export async function freePort() {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * A local S3-compatible server with a fresh bucket: moto_server when installed (complete multipart support),
+ * else s3rver in this process (needs node --openssl-legacy-provider for listing pagination).
+ */
+export async function startS3Server({ requireMoto = false } = {}) {
+  const port = await freePort();
+  const endpoint = `http://127.0.0.1:${port}`;
+  let server;
+  if (await which('moto_server')) {
+    const child = spawn('moto_server', ['-H', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
+    for (let i = 0; i < 200; i++) {
+      if (
+        await fetch(endpoint).then(
+          () => true,
+          () => false,
+        )
+      )
+        break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    server = { name: 'moto', stop: async () => child.kill('SIGTERM') };
+  } else if (requireMoto) {
+    return undefined;
+  } else {
+    const { default: S3rver } = await import('s3rver');
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'pgshelf-s3rver-'));
+    const s3rver = new S3rver({ port, address: '127.0.0.1', silent: true, directory: dir });
+    await s3rver.run();
+    server = {
+      name: 's3rver',
+      stop: async () => (await s3rver.close(), await rm(dir, { recursive: true, force: true })),
+    };
+  }
+  const bucket = `bench-${randomBytes(3).toString('hex')}`;
+  const credentials = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
+  const client = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials });
+  await client.send(new CreateBucketCommand({ Bucket: bucket }));
+  client.destroy();
+  return {
+    ...server,
+    endpoint,
+    bucket,
+    /** Settings for pgshelf, and for the aws CLI. */
+    env: (prefix) => ({
+      PGSHELF_STORAGE: `s3://${bucket}/${prefix}`,
+      S3_ENDPOINT: endpoint,
+      S3_REGION: 'us-east-1',
+      S3_FORCE_PATH_STYLE: 'true',
+      AWS_ACCESS_KEY_ID: credentials.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: credentials.secretAccessKey,
+      AWS_DEFAULT_REGION: 'us-east-1',
+    }),
+  };
 }
