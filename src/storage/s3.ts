@@ -32,8 +32,12 @@ function loadSdk(): Promise<Sdk> {
   return sdkModules;
 }
 
-/** Budget for part buffers in flight; bigger parts mean fewer of them at once so memory stays flat. */
-const PART_BUFFER_BUDGET = 32 * MiB;
+/**
+ * Budget for part buffers in flight; bigger parts mean fewer of them at once so memory stays flat. lib-storage
+ * holds several copies of each part while it is sent (measured: one 5 MiB part in flight ~ 50 MB of buffers), so
+ * two parts at a time: enough to keep a link busy at gzip's output rate.
+ */
+const PART_BUFFER_BUDGET = 10 * MiB;
 
 /**
  * Part size for a stream expected to be about `expectedBytes` long: the smallest whole number of MiB (at least

@@ -93,7 +93,7 @@ describe('multipart part sizing', () => {
     expect(part * maxParts).toBeGreaterThanOrEqual(2 * size);
   });
   it('keeps buffered parts within a fixed budget as parts grow', () => {
-    expect(queueSizeFor(5 * 1024 * 1024)).toBe(4);
+    expect(queueSizeFor(5 * 1024 * 1024)).toBe(2);
     expect(queueSizeFor(64 * 1024 * 1024)).toBe(1);
     expect(queueSizeFor(512 * 1024 * 1024)).toBe(1);
   });
