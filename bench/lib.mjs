@@ -2,6 +2,7 @@
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -14,6 +15,8 @@ import pg from 'pg';
 export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const cli = path.join(root, 'dist/cli/index.js');
 export const execFileAsync = promisify(execFile);
+/** The Node flags of the CLI's `#!/usr/bin/env -S node ...` line: what `npx pgshelf` runs with. */
+export const nodeFlags = readFileSync(cli, 'utf8').split('\n', 1)[0].split(/\s+/).slice(3);
 
 export const PG = {
   host: process.env.POSTGRES_HOST || '/var/run/postgresql',
@@ -130,7 +133,7 @@ export async function timeShell(script, env = process.env) {
 
 /** Starts `pgshelf worker` and resolves once it is consuming. */
 export async function startWorker(env) {
-  const child = spawn(process.execPath, [cli, 'worker'], {
+  const child = spawn(process.execPath, [...nodeFlags, cli, 'worker'], {
     env: { ...env, PGSHELF_LOG_LEVEL: 'info' },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -155,7 +158,10 @@ export async function startWorker(env) {
 /** Runs a pgshelf command to completion; returns wall ms and parsed --json output. */
 export async function timeCli(argv, env) {
   const t0 = process.hrtime.bigint();
-  const { stdout } = await execFileAsync(process.execPath, [cli, ...argv], { env, maxBuffer: 64 << 20 });
+  const { stdout } = await execFileAsync(process.execPath, [...nodeFlags, cli, ...argv], {
+    env,
+    maxBuffer: 64 << 20,
+  });
   const ms = Number(process.hrtime.bigint() - t0) / 1e6;
   return { ms, out: stdout.trim().startsWith('{') ? JSON.parse(stdout) : stdout };
 }

@@ -1,4 +1,7 @@
-/** Runs the built CLI (`dist/cli/index.js`) as a user would, as a child process. */
+/**
+ * Runs the built CLI (`dist/cli/index.js`) as a user would, as a child process: the file itself, so its
+ * `#!/usr/bin/env -S node ...` line (with the Node flags it carries) is what starts it, as with `npx pgshelf`.
+ */
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -23,7 +26,7 @@ export interface RunningCli {
 }
 
 export function startCli(args: string[], env: Env, cwd?: string): RunningCli {
-  const child = spawn(process.execPath, [CLI, ...args], {
+  const child = spawn(CLI, args, {
     env: { ...baseEnv(), ...env },
     cwd,
     stdio: ['ignore', 'pipe', 'pipe'],
