@@ -116,16 +116,19 @@ if (s3server) {
           ? `pg_dump ${conn} --format=plain --dbname=${db} | gzip -${opts.level} | aws --endpoint-url ${endpoint} s3 cp - s3://${s3server.bucket}/shell/${db}.sql.gz`
           : `pg_dump ${conn} --format=plain --dbname=${db} | gzip -${opts.level} > ${work}/shell.sql.gz`,
     };
-    const r = await compare(
-      `s3 (${s3server.name}) ${big}${hasAws ? ' vs aws s3 cp -' : ' vs file'}`,
-      big,
-      s3,
-    );
-    results.push(r);
-    console.error(
-      `${r.label}: pgshelf ${fmt(r.pgshelfMedianMs)} vs shell ${fmt(r.shellMedianMs)} -> ratio ${r.ratio}; ` +
-        `worker peak RSS ${r.workerPeakRssMb} MB`,
-    );
+    // Small database first, as for the folder: peak RSS for two sizes, a fresh worker each.
+    for (const db of [small, big]) {
+      const r = await compare(
+        `s3 (${s3server.name}) ${db}${hasAws ? ' vs aws s3 cp -' : ' vs file'}`,
+        db,
+        s3,
+      );
+      results.push(r);
+      console.error(
+        `${r.label}: pgshelf ${fmt(r.pgshelfMedianMs)} vs shell ${fmt(r.shellMedianMs)} -> ratio ${r.ratio}; ` +
+          `worker peak RSS ${r.workerPeakRssMb} MB`,
+      );
+    }
   } finally {
     await s3server.stop();
   }
