@@ -12,7 +12,7 @@ import {
   ensureDatabase,
   fmt,
   jobWallMs,
-  median,
+  alternate,
   obliterate,
   peakRssKb,
   PG,
@@ -43,41 +43,27 @@ async function compare(label, db, target) {
     PGSHELF_GZIP_LEVEL: String(opts.level),
   };
   const worker = await startWorker(env);
-  const shell = [];
-  const ours = [];
   let result;
   try {
-    for (let i = 0; i < reps; i++) {
-      const runShell = async () => shell.push(await timeShell(target.shell(db), env));
-      const runOurs = async () => {
+    const timings = await alternate(
+      reps,
+      () => timeShell(target.shell(db), env),
+      async () => {
         const { out } = await timeCli(['backup', '--json'], env);
         result = out;
-        ours.push(await jobWallMs(env, 'backup', out.jobId));
+        const ms = await jobWallMs(env, 'backup', out.jobId);
         await target.cleanup?.(out);
-      };
-      // Alternate which goes first, so cache warmth favours neither.
-      if (i % 2 === 0) {
-        await runShell();
-        await runOurs();
-      } else {
-        await runOurs();
-        await runShell();
-      }
-    }
+        return ms;
+      },
+    );
     const rss = await peakRssKb(worker.pid);
-    const s = median(shell);
-    const o = median(ours);
     return {
       label,
       database: db,
       databaseBytes: await databaseSize(db),
       archiveBytes: result.bytes,
       dumpBytes: result.uncompressedBytes,
-      shellMs: shell.map(Math.round),
-      pgshelfMs: ours.map(Math.round),
-      shellMedianMs: Math.round(s),
-      pgshelfMedianMs: Math.round(o),
-      ratio: Number((o / s).toFixed(3)),
+      ...timings,
       workerPeakRssMb: Math.round(rss / 1024),
     };
   } finally {

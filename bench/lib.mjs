@@ -166,6 +166,29 @@ export async function timeCli(argv, env) {
   return { ms, out: stdout.trim().startsWith('{') ? JSON.parse(stdout) : stdout };
 }
 
+/**
+ * Runs `shell(i)` and `ours(i)` `reps` times, alternating which goes first so cache warmth favours neither.
+ * Each returns wall milliseconds; the result is both lists, the medians and ours/shell.
+ */
+export async function alternate(reps, shell, ours) {
+  const shellMs = [];
+  const oursMs = [];
+  for (let i = 0; i < reps; i++) {
+    const pair = [async () => shellMs.push(await shell(i)), async () => oursMs.push(await ours(i))];
+    if (i % 2 === 1) pair.reverse();
+    for (const run of pair) await run();
+  }
+  const s = median(shellMs);
+  const o = median(oursMs);
+  return {
+    shellMs: shellMs.map(Math.round),
+    pgshelfMs: oursMs.map(Math.round),
+    shellMedianMs: Math.round(s),
+    pgshelfMedianMs: Math.round(o),
+    ratio: Number((o / s).toFixed(3)),
+  };
+}
+
 export function median(values) {
   const s = [...values].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;

@@ -12,7 +12,7 @@ import {
   ensureDatabase,
   fmt,
   jobWallMs,
-  median,
+  alternate,
   obliterate,
   peakRssKb,
   PG,
@@ -34,48 +34,34 @@ async function compare(db, reps) {
   const env = { ...pgEnv(db), PGSHELF_STORAGE: `file://${work}/${db}`, PGSHELF_QUEUE_PREFIX: prefix };
   const { out: backup } = await timeCli(['backup', '--in-process', '--json'], env);
   const worker = await startWorker(env);
-  const shell = [];
-  const ours = [];
   let last;
   try {
-    for (let i = 0; i < reps; i++) {
-      const shellDb = `pgshelf_bench_shell_${i}`;
-      const oursDb = `pgshelf_bench_ours_${i}`;
-      const runShell = async () => {
-        shell.push(
-          await timeShell(
-            `createdb ${conn} ${shellDb} && gunzip -c '${backup.archiveLocation}' | psql ${conn} -X -q -v ON_ERROR_STOP=1 -d ${shellDb} > /dev/null`,
-            env,
-          ),
+    const timings = await alternate(
+      reps,
+      async (i) => {
+        const shellDb = `pgshelf_bench_shell_${i}`;
+        const ms = await timeShell(
+          `createdb ${conn} ${shellDb} && gunzip -c '${backup.archiveLocation}' | psql ${conn} -X -q -v ON_ERROR_STOP=1 -d ${shellDb} > /dev/null`,
+          env,
         );
         await dropDatabase(shellDb);
-      };
-      const runOurs = async () => {
+        return ms;
+      },
+      async (i) => {
+        const oursDb = `pgshelf_bench_ours_${i}`;
         const { out } = await timeCli(['restore', '--into', oursDb, '--json'], env);
         last = out;
-        ours.push(await jobWallMs(env, 'restore', out.jobId));
+        const ms = await jobWallMs(env, 'restore', out.jobId);
         await dropDatabase(oursDb);
-      };
-      if (i % 2 === 0) {
-        await runShell();
-        await runOurs();
-      } else {
-        await runOurs();
-        await runShell();
-      }
-    }
+        return ms;
+      },
+    );
     const rss = await peakRssKb(worker.pid);
-    const s = median(shell);
-    const o = median(ours);
     return {
       database: db,
       archiveBytes: backup.bytes,
       sqlBytes: last.uncompressedBytes,
-      shellMs: shell.map(Math.round),
-      pgshelfMs: ours.map(Math.round),
-      shellMedianMs: Math.round(s),
-      pgshelfMedianMs: Math.round(o),
-      ratio: Number((o / s).toFixed(3)),
+      ...timings,
       workerPeakRssMb: Math.round(rss / 1024),
     };
   } finally {
