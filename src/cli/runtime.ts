@@ -64,6 +64,7 @@ export class Runtime {
     if (options.inProcess) {
       const run = createJobs({ config: this.config, storage: this.storage, logger: this.logger })[kind];
       if (!run) throw new ConfigError(`this build of pgshelf has no ${kind} job`);
+      await this.storage.open();
       const abort = new AbortController();
       const onSignal = (): void => abort.abort(new Error('interrupted'));
       process.once('SIGINT', onSignal);

@@ -175,6 +175,8 @@ export class FsStorage implements Storage {
     await rm(this.file(upload.uploadId), { force: true });
   }
 
+  async open(): Promise<void> {}
+
   async close(): Promise<void> {}
 }
 

@@ -322,6 +322,10 @@ export class S3Storage implements Storage {
     );
   }
 
+  async open(): Promise<void> {
+    await this.connect();
+  }
+
   async close(): Promise<void> {
     const connected = this.clientInstance;
     this.clientInstance = undefined;

@@ -58,6 +58,11 @@ export interface Storage {
   abortIncomplete(upload: IncompleteUpload): Promise<void>;
   /** A location a human or another tool can use: an absolute path or an s3:// URL. */
   locate(key: string): string;
+  /**
+   * Gets ready for work before the first job: S3 loads the AWS SDK and builds its client here. Loading the SDK in
+   * the middle of a worker's first upload made that backup's peak RSS 15-25 MB higher than every later one's.
+   */
+  open(): Promise<void>;
   close(): Promise<void>;
 }
 

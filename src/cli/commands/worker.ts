@@ -9,6 +9,7 @@ export function registerWorker(program: Command, runtime: (level?: string) => Ru
     .description('run a worker: take jobs from the queues and run them until SIGTERM')
     .action(async () => {
       const rt = runtime('info');
+      await rt.storage.open();
       const worker = startWorker({ config: rt.config, storage: rt.storage, logger: rt.logger });
       const shutdown = installShutdown({
         logger: rt.logger,
