@@ -2,7 +2,7 @@
 // Restore benchmark: pgshelf (a real worker taking a queued restore job) against the shell pipeline
 // `createdb X && gunzip -c file | psql -d X`, on the same archive, side by side in one run, alternating.
 // Also the worker's peak RSS (VmHWM) for two database sizes.
-//   node bench/restore.mjs [--size-mb 1024] [--small-mb 128] [--reps 2] [--small-reps 5]
+//   node bench/restore.mjs [--size-mb 1024] [--small-mb 128] [--reps 3] [--small-reps 5]
 import { randomBytes } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
@@ -23,7 +23,7 @@ import {
   timeShell,
 } from './lib.mjs';
 
-const opts = args({ sizeMb: 1024, smallMb: 128, reps: 2, smallReps: 5 });
+const opts = args({ sizeMb: 1024, smallMb: 128, reps: 3, smallReps: 5 });
 const work = path.join(root, '.bench', 'restore');
 await rm(work, { recursive: true, force: true });
 await mkdir(work, { recursive: true });

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // npm run bench: every benchmark, one after another, each measuring pgshelf side by side with the plain tools.
-//   npm run bench -- [--size-mb 1024] [--small-mb 128] [--reps 2] [--small-reps 5] [--only backup,restore,scheduler,prune]
+//   npm run bench -- [--size-mb 1024] [--small-mb 128] [--reps N] [--small-reps 5] [--only backup,restore,scheduler,prune]
 // Each script prints its JSON summary last on stdout; this collects them into .bench/results.json.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
