@@ -118,6 +118,15 @@ export async function dropDatabase(name) {
   );
 }
 
+/**
+ * Writes out what earlier runs left dirty (PostgreSQL's buffers, then the kernel's page cache), so that a timed
+ * run does not pay for the write-back of the run before it: a restore leaves hundreds of MB to flush.
+ */
+export async function settle() {
+  await withClient('postgres', (c) => c.query('CHECKPOINT'));
+  await execFileAsync('sync');
+}
+
 /** Peak resident set size (VmHWM) of a live process, in KiB. */
 export async function peakRssKb(pid) {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');

@@ -18,6 +18,7 @@ import {
   PG,
   pgEnv,
   root,
+  settle,
   startWorker,
   timeCli,
   timeShell,
@@ -40,6 +41,7 @@ async function compare(db, reps) {
       reps,
       async (i) => {
         const shellDb = `pgshelf_bench_shell_${i}`;
+        await settle();
         const ms = await timeShell(
           `createdb ${conn} ${shellDb} && gunzip -c '${backup.archiveLocation}' | psql ${conn} -X -q -v ON_ERROR_STOP=1 -d ${shellDb} > /dev/null`,
           env,
@@ -49,6 +51,7 @@ async function compare(db, reps) {
       },
       async (i) => {
         const oursDb = `pgshelf_bench_ours_${i}`;
+        await settle();
         const { out } = await timeCli(['restore', '--into', oursDb, '--json'], env);
         last = out;
         const ms = await jobWallMs(env, 'restore', out.jobId);
