@@ -31,7 +31,7 @@ RUN ln -s /app/dist/cli/index.js /usr/local/bin/pgshelf && chmod +x /app/dist/cl
     && mkdir -p /backups && chown node:node /backups
 USER node
 VOLUME ["/backups"]
-# tini forwards SIGTERM to node, so `docker stop` gives the worker its graceful shutdown. The Node flags are
-# those of the CLI's #! line (a 1 MiB young generation keeps a streaming worker's RSS low; see src/cli/index.ts).
-ENTRYPOINT ["/usr/bin/tini", "--", "node", "--max-semi-space-size=1", "/app/dist/cli/index.js"]
+# tini forwards SIGTERM to node, so `docker stop` gives the worker its graceful shutdown. `pgshelf` starts through
+# its #! line, which carries the Node flags (a 1 MiB young generation keeps a streaming worker's RSS low).
+ENTRYPOINT ["/usr/bin/tini", "--", "pgshelf"]
 CMD ["worker"]
