@@ -32,9 +32,7 @@ await mkdir(work, { recursive: true });
 const conn = `--host=${PG.host} --port=${PG.port} --username=${PG.user}`;
 
 /** Alternates shell and pgshelf runs `reps` times; returns medians and the ratio. */
-async function compare(label, db, target) {
-  // Runs of a small database last a second or two: more of them, so one noisy run does not make the median.
-  const reps = db === small ? opts.smallReps : opts.reps;
+async function compare(label, db, target, reps) {
   const prefix = `pgshelf-bench-${randomBytes(3).toString('hex')}`;
   const env = {
     ...pgEnv(db),
@@ -81,10 +79,12 @@ const folder = {
 const results = [];
 const big = await ensureDatabase(opts.sizeMb);
 const small = await ensureDatabase(opts.smallMb);
+// Runs of a small database last a second or two: more of them, so one noisy run does not make the median.
+const repsFor = (db) => (db === big ? opts.reps : opts.smallReps);
 
 // Peak RSS for two sizes: a fresh worker each, one backup each.
 for (const db of [small, big]) {
-  const r = await compare(`folder ${db}`, db, { ...folder, shell: folder.shell });
+  const r = await compare(`folder ${db}`, db, folder, repsFor(db));
   results.push(r);
   console.error(
     `${r.label}: pgshelf ${fmt(r.pgshelfMedianMs)} vs pg_dump|gzip ${fmt(r.shellMedianMs)} -> ratio ${r.ratio}; ` +
@@ -110,6 +110,7 @@ if (s3server) {
         `s3 (${s3server.name}) ${db}${hasAws ? ' vs aws s3 cp -' : ' vs file'}`,
         db,
         s3,
+        repsFor(db),
       );
       results.push(r);
       console.error(

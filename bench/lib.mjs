@@ -42,7 +42,11 @@ export function args(defaults) {
     if (!m) continue;
     const key = m[1].replace(/-(\w)/g, (_, c) => c.toUpperCase());
     out[key] = m[2] ?? argv[++i];
-    if (typeof defaults[key] === 'number') out[key] = Number(out[key]);
+    if (typeof defaults[key] === 'number') {
+      out[key] = Number(out[key]);
+      if (!(out[key] > 0))
+        throw new Error(`--${m[1]} wants a positive number, e.g. --${m[1]} ${defaults[key]}`);
+    }
   }
   return out;
 }
