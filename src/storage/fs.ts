@@ -89,10 +89,24 @@ export class FsStorage implements Storage {
     await syncDir(path.dirname(final));
   }
 
-  async getObject(key: string): Promise<Buffer | undefined> {
+  async getObject(key: string, options: { maxBytes?: number } = {}): Promise<Buffer | undefined> {
     this.requests.get++;
     try {
-      return await readFile(this.file(key));
+      if (options.maxBytes === undefined) return await readFile(this.file(key));
+      const handle = await open(this.file(key), 'r');
+      try {
+        const buf = Buffer.alloc(options.maxBytes + 1);
+        let filled = 0;
+        for (;;) {
+          const { bytesRead } = await handle.read(buf, filled, buf.length - filled, filled);
+          if (bytesRead === 0) break;
+          filled += bytesRead;
+          if (filled === buf.length) break;
+        }
+        return buf.subarray(0, filled);
+      } finally {
+        await handle.close();
+      }
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw err;

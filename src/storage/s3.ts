@@ -210,15 +210,27 @@ export class S3Storage implements Storage {
     await this.request('put', 'put', key, (sdk, c) => c.send(new sdk.PutObjectCommand(params)));
   }
 
-  async getObject(key: string): Promise<Buffer | undefined> {
+  async getObject(key: string, options: { maxBytes?: number } = {}): Promise<Buffer | undefined> {
     const params = { Bucket: this.options.bucket, Key: this.full(key) };
+    const max = options.maxBytes;
     return this.request(
       'get',
       'get',
       key,
       async (sdk, c) => {
         const out = await c.send(new sdk.GetObjectCommand(params));
-        return out.Body ? Buffer.from(await out.Body.transformToByteArray()) : Buffer.alloc(0);
+        if (!out.Body) return Buffer.alloc(0);
+        if (max === undefined || !(out.Body instanceof Readable))
+          return Buffer.from(await out.Body.transformToByteArray());
+        // Stop downloading once past the cap (leaving the loop destroys the body): at most max + one chunk.
+        const chunks: Buffer[] = [];
+        let size = 0;
+        for await (const chunk of out.Body as AsyncIterable<Buffer>) {
+          chunks.push(chunk);
+          size += chunk.length;
+          if (size > max) break;
+        }
+        return Buffer.concat(chunks).subarray(0, max + 1);
       },
       { value: undefined },
     );

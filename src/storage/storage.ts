@@ -45,8 +45,11 @@ export interface Storage {
   createWriter(key: string, options?: WriteOptions): ObjectWriter;
   /** Writes a small object atomically (manifests). */
   putObject(key: string, body: string | Buffer, contentType?: string): Promise<void>;
-  /** Reads a small object; undefined when it does not exist. */
-  getObject(key: string): Promise<Buffer | undefined>;
+  /**
+   * Reads a small object; undefined when it does not exist. With `maxBytes`, reads at most maxBytes + 1 bytes:
+   * a longer result means the object is larger than the cap (and the rest was never downloaded).
+   */
+  getObject(key: string, options?: { maxBytes?: number }): Promise<Buffer | undefined>;
   openRead(key: string, options?: { signal?: AbortSignal }): Promise<Readable>;
   stat(key: string): Promise<ObjectInfo | undefined>;
   /** Every object under `prefix` (recursively), in key order. */
