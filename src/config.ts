@@ -88,6 +88,8 @@ export interface Config {
   readonly retryDelayMs: number;
   /** Orphaned archives and incomplete uploads younger than this are left alone (a backup may be writing them). */
   readonly orphanGraceMs: number;
+  /** HMAC key signing manifests (PGSHELF_MANIFEST_KEY); when set, unsigned or mismatched manifests are refused. */
+  readonly manifestKey: string | undefined;
   /** Most dumps running at once against one PostgreSQL server (host:port), across all workers. */
   readonly hostConcurrency: number;
   /** Catch up a slot missed while no scheduler ran: 'off' or 'last'. */
@@ -151,6 +153,11 @@ export const SETTINGS: readonly SettingDoc[] = [
     default: '24',
     meaning: 'hours before prune removes an archive without manifest',
   },
+  {
+    name: 'PGSHELF_MANIFEST_KEY',
+    default: 'none',
+    meaning: 'HMAC key signing manifests; when set, unsigned or mismatched ones are refused',
+  },
   { name: 'PGSHELF_HOST_CONCURRENCY', default: '2', meaning: 'dumps at once against one PostgreSQL server' },
   {
     name: 'PGSHELF_CATCH_UP',
@@ -204,6 +211,33 @@ function parseCatchUp(env: Env): 'off' | 'last' {
   const raw = str(env, 'PGSHELF_CATCH_UP') ?? 'last';
   if (raw !== 'off' && raw !== 'last') {
     throw invalid('PGSHELF_CATCH_UP', raw, 'expected off or last', 'last');
+  }
+  return raw;
+}
+
+/** Hours, at least 1: a shorter grace could delete the upload of a backup that is running right now. */
+function parseOrphanGrace(env: Env): number {
+  const raw = str(env, 'PGSHELF_ORPHAN_GRACE');
+  if (raw !== undefined && /^\s*0+\s*$/.test(raw)) {
+    throw new ConfigError(
+      `PGSHELF_ORPHAN_GRACE=${JSON.stringify(raw)} is invalid: prune must leave archives without a manifest ` +
+        'alone for at least 1 hour (a running backup is writing them), e.g. PGSHELF_ORPHAN_GRACE=24',
+    );
+  }
+  return parseInteger(env, 'PGSHELF_ORPHAN_GRACE', 24, 1, 100_000, '24') * 3_600_000;
+}
+
+/** Long enough to resist guessing; the value itself never appears in a message. */
+export const MIN_MANIFEST_KEY_LENGTH = 32;
+
+function parseManifestKey(env: Env): string | undefined {
+  const raw = env.PGSHELF_MANIFEST_KEY;
+  if (raw === undefined || raw === '') return undefined;
+  if (raw.length < MIN_MANIFEST_KEY_LENGTH || raw.trim() !== raw) {
+    throw new ConfigError(
+      `PGSHELF_MANIFEST_KEY is invalid: it has ${raw.length} characters${raw.trim() !== raw ? ' with leading or trailing blanks' : ''}; ` +
+        `use at least ${MIN_MANIFEST_KEY_LENGTH} random characters, e.g. PGSHELF_MANIFEST_KEY=$(openssl rand -hex 32)`,
+    );
   }
   return raw;
 }
@@ -434,7 +468,8 @@ export function loadConfig(env: Env = process.env, options: LoadOptions = {}): C
     concurrency: parseInteger(env, 'PGSHELF_CONCURRENCY', 1, 1, 64, '2'),
     attempts: parseInteger(env, 'PGSHELF_ATTEMPTS', 3, 1, 100),
     retryDelayMs: parseInteger(env, 'PGSHELF_RETRY_DELAY', 30, 0, 86_400, '60') * 1000,
-    orphanGraceMs: parseInteger(env, 'PGSHELF_ORPHAN_GRACE', 24, 0, 100_000, '24') * 3_600_000,
+    orphanGraceMs: parseOrphanGrace(env),
+    manifestKey: parseManifestKey(env),
     hostConcurrency: parseInteger(env, 'PGSHELF_HOST_CONCURRENCY', 2, 1, 1000, '2'),
     catchUp: parseCatchUp(env),
     lockDurationMs: parseInteger(env, 'PGSHELF_LOCK_DURATION', 60, 2, 3600, '60') * 1000,

@@ -60,6 +60,16 @@ export class CorruptArchiveError extends PgshelfError {
   override readonly recoverable = false;
 }
 
+/** A manifest (or marker) in storage is too large, not JSON, fails the schema, or points at another archive. */
+export class ManifestInvalidError extends PgshelfError {
+  override readonly recoverable = false;
+}
+
+/** PGSHELF_MANIFEST_KEY is set and a manifest is unsigned or its signature does not match. */
+export class ManifestSignatureError extends PgshelfError {
+  override readonly recoverable = false;
+}
+
 /** Storage could not be reached or refused a request. Usually transient. */
 export class StorageError extends PgshelfError {}
 

@@ -13,6 +13,10 @@ export const REDACT_PATHS = [
   'PGPASSWORD',
   'secretAccessKey',
   '*.secretAccessKey',
+  'manifestKey',
+  '*.manifestKey',
+  'PGSHELF_MANIFEST_KEY',
+  '*.PGSHELF_MANIFEST_KEY',
 ];
 
 /** JSON lines on stderr, so that stdout stays free for `--json` documents. */

@@ -1,9 +1,71 @@
-import { BackupNotFoundError, PgshelfError } from './errors.js';
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { z } from 'zod';
+import {
+  BackupNotFoundError,
+  ChecksumMismatchError,
+  ManifestInvalidError,
+  ManifestSignatureError,
+} from './errors.js';
 import type { Storage } from './storage/index.js';
-import { databasePrefix, parseKey, type ParsedKey } from './storage/layout.js';
+import {
+  ARCHIVE_SUFFIX,
+  ENCRYPTED_SUFFIX,
+  MANIFEST_SUFFIX,
+  databasePrefix,
+  parseKey,
+  type ParsedKey,
+} from './storage/layout.js';
 
 export const MANIFEST_FORMAT = 'pgshelf-backup';
 export const MANIFEST_VERSION = 1;
+/** Largest manifest read or written: bounds memory against a planted object (~80,000 tables fit). */
+export const MANIFEST_MAX_BYTES = 4 * 1024 * 1024;
+export const SIGNATURE_PREFIX = 'hmac-sha256:';
+
+const count = z.number().int().nonnegative();
+const timestamp = z.iso.datetime({ offset: true });
+
+const DrillSchema = z.looseObject({
+  verified: z.boolean(),
+  at: timestamp,
+  restoreMs: z.number().nonnegative(),
+  scratchDatabase: z.string(),
+  detail: z.string().optional(),
+});
+
+const ManifestSchema = z.looseObject({
+  format: z.literal(MANIFEST_FORMAT),
+  formatVersion: z.number().int().positive(),
+  id: z.string().regex(/^[0-9a-f]{8}$/),
+  database: z.string().min(1),
+  host: z.string(),
+  port: z.number().int().min(0).max(65535),
+  serverVersion: z.string(),
+  serverVersionNum: count,
+  pgDumpVersion: z.string(),
+  pgDumpPath: z.string(),
+  dumpOptions: z.looseObject({ noOwner: z.boolean(), noPrivileges: z.boolean() }),
+  compression: z.looseObject({
+    format: z.literal('gzip'),
+    level: z.number().int().min(1).max(9),
+    threads: z.number().int().positive().optional(),
+  }),
+  encryption: z.looseObject({ format: z.literal('age'), recipients: z.array(z.string()) }).nullable(),
+  archive: z.looseObject({
+    key: z.string().min(1),
+    bytes: count,
+    sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  }),
+  uncompressedBytes: count,
+  databaseSize: count,
+  startedAt: timestamp,
+  finishedAt: timestamp,
+  durationMs: z.number().nonnegative(),
+  tables: z.record(z.string(), count).default({}),
+  drill: DrillSchema.nullable().default(null),
+  drills: z.array(DrillSchema).default([]),
+  signature: z.string().optional(),
+});
 
 export interface DrillRecord {
   readonly verified: boolean;
@@ -40,12 +102,24 @@ export interface Manifest {
   readonly drill: DrillRecord | null;
   /** Every drill, oldest first. */
   readonly drills: readonly DrillRecord[];
+  /** `hmac-sha256:<hex>` over canonicalJson(the manifest without this field), when PGSHELF_MANIFEST_KEY is set. */
+  readonly signature?: string;
 }
+
+/** What reading and writing manifests needs to know: the HMAC key (PGSHELF_MANIFEST_KEY), if any. */
+export interface ManifestTrust {
+  readonly signingKey?: string | undefined;
+}
+
+export const manifestTrust = (config: { readonly manifestKey: string | undefined }): ManifestTrust => ({
+  signingKey: config.manifestKey,
+});
 
 /** A backup found in storage: a manifest (committed) or an archive without one (an orphan). */
 export interface StoredBackup {
   readonly id: string;
   readonly database: string;
+  /** From the key's name: what the listing says, not yet checked against the manifest. */
   readonly startedAt: Date;
   readonly base: string;
   readonly archiveKey: string | undefined;
@@ -54,44 +128,181 @@ export interface StoredBackup {
   readonly manifestKey: string | undefined;
 }
 
-export function parseManifest(text: string, key: string): Manifest {
-  let m: unknown;
-  try {
-    m = JSON.parse(text);
-  } catch (err) {
-    throw new PgshelfError(`manifest ${key} is not valid JSON: ${(err as Error).message}`);
+/** JSON with object keys sorted at every level and no blanks: the bytes a signature covers. */
+export function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map((v) => canonicalJson(v ?? null)).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
   }
-  const o = m as Partial<Manifest>;
-  if (
-    o.format !== MANIFEST_FORMAT ||
-    typeof o.id !== 'string' ||
-    !o.archive ||
-    typeof o.archive.key !== 'string'
-  ) {
-    throw new PgshelfError(`${key} is not a pgshelf manifest (format ${JSON.stringify(o.format)})`);
-  }
-  if ((o.formatVersion ?? 0) > MANIFEST_VERSION) {
-    throw new PgshelfError(
-      `manifest ${key} has format version ${o.formatVersion}, newer than this pgshelf understands ` +
-        `(${MANIFEST_VERSION}): upgrade pgshelf`,
+  return JSON.stringify(value);
+}
+
+export function signManifest(manifest: object, signingKey: string): string {
+  const { signature: _drop, ...rest } = manifest as { signature?: unknown };
+  const mac = createHmac('sha256', signingKey).update(canonicalJson(rest), 'utf8').digest('hex');
+  return SIGNATURE_PREFIX + mac;
+}
+
+function checkSignature(raw: Record<string, unknown>, key: string, signingKey: string): void {
+  const fix =
+    'PGSHELF_MANIFEST_KEY is set, so only manifests signed with it are trusted: if this backup was made ' +
+    'before the key was set, restore it by --key after checking it, or set the key the backup was made with';
+  const signature = raw.signature;
+  if (signature === undefined) throw new ManifestSignatureError(`manifest ${key} is not signed. ${fix}`);
+  const expected = Buffer.from(signManifest(raw, signingKey));
+  const given = Buffer.from(typeof signature === 'string' ? signature : '');
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+    throw new ManifestSignatureError(
+      `manifest ${key} has a signature that does not match its content: it was changed after it was written, ` +
+        `or signed with another key. ${fix}`,
     );
   }
-  return { drill: null, drills: [], tables: {}, ...o } as Manifest;
 }
 
-export async function readManifest(storage: Storage, key: string): Promise<Manifest> {
-  const body = await storage.getObject(key);
-  if (!body) throw new BackupNotFoundError(`manifest ${storage.locate(key)} does not exist`);
-  return parseManifest(body.toString('utf8'), key);
+/** The first few schema problems, each naming its field: `drills: expected array, received string`. */
+function describeIssues(error: z.ZodError): string {
+  return error.issues
+    .slice(0, 3)
+    .map((i) => `${i.path.length ? i.path.join('.') : '(top level)'}: ${i.message}`)
+    .join('; ');
 }
 
-export async function writeManifest(storage: Storage, key: string, manifest: Manifest): Promise<void> {
-  await storage.putObject(key, JSON.stringify(manifest, null, 2) + '\n', 'application/json');
+/** The archive a manifest may name: its own sibling, same base name, archive suffix. */
+export function siblingArchives(manifestKey: string): string[] {
+  const base = manifestKey.endsWith(MANIFEST_SUFFIX)
+    ? manifestKey.slice(0, -MANIFEST_SUFFIX.length)
+    : manifestKey;
+  return [base + ARCHIVE_SUFFIX, base + ENCRYPTED_SUFFIX];
 }
 
 /**
- * Every backup of `database` (or of all databases), newest first, from one listing: no object is read.
- * Foreign files in the storage are ignored.
+ * Parses and checks a manifest read from `key`: size, JSON, format and version, signature (when a key is set),
+ * schema, and that it describes the backup its own name says (id, database, sibling archive).
+ */
+export function parseManifest(
+  body: string | Buffer,
+  key: string,
+  trust: ManifestTrust = {},
+  where: string = key,
+): Manifest {
+  const size = typeof body === 'string' ? Buffer.byteLength(body) : body.length;
+  if (size > MANIFEST_MAX_BYTES) {
+    throw new ManifestInvalidError(
+      `manifest ${where} is larger than ${MANIFEST_MAX_BYTES} bytes: not a manifest pgshelf wrote; remove it`,
+    );
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(typeof body === 'string' ? body : body.toString('utf8'));
+  } catch (err) {
+    throw new ManifestInvalidError(`manifest ${where} is not valid JSON: ${(err as Error).message}`);
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new ManifestInvalidError(`${where} is not a pgshelf manifest (not a JSON object)`);
+  }
+  const o = raw as Record<string, unknown>;
+  if (o.format !== MANIFEST_FORMAT) {
+    throw new ManifestInvalidError(`${where} is not a pgshelf manifest (format ${JSON.stringify(o.format)})`);
+  }
+  if (typeof o.formatVersion === 'number' && o.formatVersion > MANIFEST_VERSION) {
+    throw new ManifestInvalidError(
+      `manifest ${where} has format version ${o.formatVersion}, newer than this pgshelf understands ` +
+        `(${MANIFEST_VERSION}): upgrade pgshelf`,
+    );
+  }
+  if (trust.signingKey !== undefined) checkSignature(o, where, trust.signingKey);
+  const result = ManifestSchema.safeParse(raw);
+  if (!result.success) {
+    throw new ManifestInvalidError(`manifest ${where} is invalid: ${describeIssues(result.error)}`);
+  }
+  const manifest: Manifest = result.data;
+  // A manifest speaks only for the archive next to it: never another database's or another backup's.
+  const siblings = siblingArchives(key);
+  if (!siblings.includes(manifest.archive.key)) {
+    throw new ManifestInvalidError(
+      `manifest ${where} names the archive ${JSON.stringify(manifest.archive.key)}, which is not its own ` +
+        `(${siblings[0]}): refused, nothing was read`,
+    );
+  }
+  const parsed = parseKey(key);
+  if (parsed && (parsed.id !== manifest.id || parsed.database !== manifest.database)) {
+    throw new ManifestInvalidError(
+      `manifest ${where} describes backup ${manifest.id} of "${manifest.database}", not the backup its name ` +
+        `says (${parsed.id} of "${parsed.database}"): refused`,
+    );
+  }
+  return manifest;
+}
+
+export async function readManifest(
+  storage: Storage,
+  key: string,
+  trust: ManifestTrust = {},
+): Promise<Manifest> {
+  const body = await storage.getObject(key, { maxBytes: MANIFEST_MAX_BYTES });
+  if (!body) throw new BackupNotFoundError(`manifest ${storage.locate(key)} does not exist`);
+  return parseManifest(body, key, trust, storage.locate(key));
+}
+
+/** Writes a manifest, signed when a key is set (a signature already present is replaced). */
+export async function writeManifest(
+  storage: Storage,
+  key: string,
+  manifest: Manifest,
+  trust: ManifestTrust = {},
+): Promise<void> {
+  const { signature: _old, ...unsigned } = manifest;
+  const body = trust.signingKey
+    ? { ...unsigned, signature: signManifest(unsigned, trust.signingKey) }
+    : unsigned;
+  const text = JSON.stringify(body, null, 2) + '\n';
+  if (Buffer.byteLength(text) > MANIFEST_MAX_BYTES) {
+    throw new ManifestInvalidError(
+      `the manifest ${storage.locate(key)} would be ${Buffer.byteLength(text)} bytes, more than the ` +
+        `${MANIFEST_MAX_BYTES} pgshelf reads back`,
+    );
+  }
+  await storage.putObject(key, text, 'application/json');
+}
+
+/**
+ * The error for an archive whose bytes do not match its manifest, or undefined when they do. Shared by restore,
+ * drill and verify so each names the backup and the file, and says "truncated" for a short one.
+ */
+export function archiveMismatch(
+  manifest: Manifest,
+  where: string,
+  read: { readonly bytes: number; readonly sha256: string },
+): ChecksumMismatchError | undefined {
+  const label = `backup ${manifest.id} of "${manifest.database}"`;
+  if (read.bytes < manifest.archive.bytes) {
+    return new ChecksumMismatchError(
+      `${label}: ${where} is truncated: read ${read.bytes} of ${manifest.archive.bytes} bytes. ` +
+        'Restore another backup (`pgshelf list`)',
+    );
+  }
+  if (read.bytes > manifest.archive.bytes) {
+    return new ChecksumMismatchError(
+      `${label}: ${where} is too long: read ${read.bytes} bytes, the manifest says ${manifest.archive.bytes}. ` +
+        'Restore another backup (`pgshelf list`)',
+    );
+  }
+  if (read.sha256 !== manifest.archive.sha256) {
+    return new ChecksumMismatchError(
+      `${label}: ${where} does not match its manifest: SHA-256 ${read.sha256}, expected ` +
+        `${manifest.archive.sha256} (${manifest.archive.bytes} bytes). The archive is damaged; restore another ` +
+        'backup (`pgshelf list`)',
+    );
+  }
+  return undefined;
+}
+
+/**
+ * Every backup of `database` (or of all databases), newest first by the names' timestamps, from one listing:
+ * no object is read. Foreign files in the storage are ignored.
  */
 export async function scanBackups(storage: Storage, database?: string): Promise<StoredBackup[]> {
   interface Entry {
@@ -123,12 +334,14 @@ export async function scanBackups(storage: Storage, database?: string): Promise<
 
 /**
  * The committed backup `idOrLatest` ('latest', an id, or a base name ending in the id) of `database`, with its
- * manifest. Throws BackupNotFoundError naming what exists.
+ * checked manifest. Throws BackupNotFoundError naming what exists, and when the archive is missing, naming it
+ * and the newest backup that has one: nothing is skipped silently.
  */
 export async function findBackup(
   storage: Storage,
   database: string | undefined,
   idOrLatest: string,
+  trust: ManifestTrust = {},
 ): Promise<{ backup: StoredBackup; manifest: Manifest }> {
   const backups = (await scanBackups(storage, database)).filter((b) => b.manifestKey !== undefined);
   const where = database === undefined ? storage.url : `${storage.url} for database "${database}"`;
@@ -150,6 +363,16 @@ export async function findBackup(
       );
     }
   }
-  const manifest = await readManifest(storage, found.manifestKey!);
+  const manifest = await readManifest(storage, found.manifestKey!, trust);
+  if (found.archiveKey !== manifest.archive.key) {
+    const other = backups.find((b) => b !== found && b.archiveKey !== undefined);
+    throw new BackupNotFoundError(
+      `backup ${found.id} of "${found.database}" has a manifest but its archive ` +
+        `${storage.locate(manifest.archive.key)} is missing: ` +
+        (other
+          ? `the newest backup with an archive is ${other.id}: use --backup ${other.id}`
+          : 'there is no other backup with an archive'),
+    );
+  }
   return { backup: found, manifest };
 }

@@ -2,43 +2,91 @@
  * Small per-database records next to the backups, read by prune without opening every manifest:
  *   <database>/.pgshelf-last-attempt.json   the latest backup attempt: running, succeeded or failed
  *   <database>/.pgshelf-last-verified.json  the newest backup a restore drill verified
+ * Read with a size cap and a schema: a marker that fails them counts as absent, and is reported.
  */
+import { z } from 'zod';
+import { errorMessage } from './errors.js';
 import type { Logger } from './logger.js';
 import type { Storage } from './storage/index.js';
 import { databasePrefix } from './storage/layout.js';
 
-export interface AttemptRecord {
-  readonly status: 'running' | 'succeeded' | 'failed';
-  readonly id: string;
-  readonly at: string;
-  readonly error?: string;
-}
+/** Markers are a few hundred bytes; anything much larger was not written by pgshelf. */
+export const MARKER_MAX_BYTES = 64 * 1024;
 
-export interface VerifiedRecord {
-  readonly id: string;
-  readonly at: string;
-}
+const AttemptSchema = z.object({
+  status: z.enum(['running', 'succeeded', 'failed']),
+  id: z.string().min(1).max(200),
+  at: z.iso.datetime({ offset: true }),
+  error: z.string().optional(),
+});
+
+const VerifiedSchema = z.object({
+  id: z.string().min(1).max(200),
+  at: z.iso.datetime({ offset: true }),
+});
+
+export type AttemptRecord = Readonly<z.infer<typeof AttemptSchema>>;
+export type VerifiedRecord = Readonly<z.infer<typeof VerifiedSchema>>;
+
+/** A marker as found: absent, valid, or present but unusable (with why, naming the object and the field). */
+export type MarkerRead<T> =
+  | { readonly state: 'absent' }
+  | { readonly state: 'ok'; readonly record: T }
+  | { readonly state: 'invalid'; readonly problem: string };
 
 export const attemptKey = (database: string): string =>
   `${databasePrefix(database)}.pgshelf-last-attempt.json`;
 export const verifiedKey = (database: string): string =>
   `${databasePrefix(database)}.pgshelf-last-verified.json`;
 
-async function readJson<T>(storage: Storage, key: string): Promise<T | undefined> {
-  const body = await storage.getObject(key);
-  if (!body) return undefined;
-  try {
-    return JSON.parse(body.toString('utf8')) as T;
-  } catch {
-    return undefined;
+async function readMarker<T>(storage: Storage, key: string, schema: z.ZodType<T>): Promise<MarkerRead<T>> {
+  const where = storage.locate(key);
+  // A storage failure is thrown (the job is retried), not mistaken for a bad marker.
+  const body = await storage.getObject(key, { maxBytes: MARKER_MAX_BYTES });
+  if (!body) return { state: 'absent' };
+  if (body.length > MARKER_MAX_BYTES) {
+    return { state: 'invalid', problem: `${where} is larger than ${MARKER_MAX_BYTES} bytes` };
   }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(body.toString('utf8'));
+  } catch (err) {
+    return { state: 'invalid', problem: `${where} is not valid JSON (${errorMessage(err)})` };
+  }
+  const result = schema.safeParse(raw);
+  if (!result.success) {
+    const issues = result.error.issues
+      .slice(0, 3)
+      .map((i) => `${i.path.length ? i.path.join('.') : '(top level)'}: ${i.message}`)
+      .join('; ');
+    return { state: 'invalid', problem: `${where} is invalid: ${issues}` };
+  }
+  return { state: 'ok', record: result.data };
 }
 
-export const readAttempt = (storage: Storage, database: string): Promise<AttemptRecord | undefined> =>
-  readJson<AttemptRecord>(storage, attemptKey(database));
+export const readAttemptMarker = (storage: Storage, database: string): Promise<MarkerRead<AttemptRecord>> =>
+  readMarker(storage, attemptKey(database), AttemptSchema);
 
-export const readVerified = (storage: Storage, database: string): Promise<VerifiedRecord | undefined> =>
-  readJson<VerifiedRecord>(storage, verifiedKey(database));
+export const readVerifiedMarker = (storage: Storage, database: string): Promise<MarkerRead<VerifiedRecord>> =>
+  readMarker(storage, verifiedKey(database), VerifiedSchema);
+
+/** The record, or undefined when absent or unusable (then logged: a bad marker never passes unnoticed). */
+function recordOrWarn<T>(read: MarkerRead<T>, log: Logger | undefined): T | undefined {
+  if (read.state === 'invalid') log?.warn({ problem: read.problem }, 'ignoring an unusable marker');
+  return read.state === 'ok' ? read.record : undefined;
+}
+
+export const readAttempt = async (
+  storage: Storage,
+  database: string,
+  log?: Logger,
+): Promise<AttemptRecord | undefined> => recordOrWarn(await readAttemptMarker(storage, database), log);
+
+export const readVerified = async (
+  storage: Storage,
+  database: string,
+  log?: Logger,
+): Promise<VerifiedRecord | undefined> => recordOrWarn(await readVerifiedMarker(storage, database), log);
 
 /** Best effort: a record that cannot be written is logged, never a reason to fail a backup. */
 export async function writeAttempt(

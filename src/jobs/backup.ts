@@ -4,7 +4,13 @@ import { resolveTarget } from '../config.js';
 import { AbortedError, DumpFailedError, PgshelfError, StorageError, errorMessage } from '../errors.js';
 import { garbageNudger } from '../memory.js';
 import { writeAttempt } from '../markers.js';
-import { MANIFEST_FORMAT, MANIFEST_VERSION, writeManifest, type Manifest } from '../manifest.js';
+import {
+  MANIFEST_FORMAT,
+  MANIFEST_VERSION,
+  manifestTrust,
+  writeManifest,
+  type Manifest,
+} from '../manifest.js';
 import { describeExit, spawnChild, type Child } from '../postgres/child.js';
 import { childEnv, connectionArgs } from '../postgres/connection.js';
 import { inspectDatabase } from '../postgres/server.js';
@@ -216,7 +222,7 @@ export function createBackupJob(deps: JobDeps) {
       };
       try {
         // The manifest is the commit mark: written last, and only for a complete archive.
-        await writeManifest(storage, keys.manifest, manifest);
+        await writeManifest(storage, keys.manifest, manifest, manifestTrust(config));
       } catch (err) {
         await storage.deleteMany([keys.manifest, keys.archive]).catch(() => undefined);
         throw err;

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { resolveTarget } from '../config.js';
 import { PgshelfError, errorMessage } from '../errors.js';
-import { findBackup, readManifest, writeManifest, type DrillRecord } from '../manifest.js';
+import { findBackup, manifestTrust, readManifest, writeManifest, type DrillRecord } from '../manifest.js';
 import { writeVerified } from '../markers.js';
 import { dropDatabase, withAdminDb } from '../postgres/admin.js';
 import { withDb } from '../postgres/connection.js';
@@ -51,7 +51,8 @@ export function createDrillJob(deps: JobDeps) {
   return async function drill(input: DrillInput, ctx: JobContext): Promise<DrillResult> {
     const { config, storage } = deps;
     const target = resolveTarget(config, input.database);
-    const { backup } = await findBackup(storage, target.name, input.backup ?? 'latest');
+    const trust = manifestTrust(config);
+    const { backup } = await findBackup(storage, target.name, input.backup ?? 'latest', trust);
     const scratch = `pgshelf_drill_${randomBytes(6).toString('hex')}`;
     const q = { echo: config.dbEcho, logger: ctx.logger };
     ctx.logger.info({ database: target.name, backup: backup.id, scratch }, 'restore drill started');
@@ -63,7 +64,7 @@ export function createDrillJob(deps: JobDeps) {
     try {
       const restored = await restore({ database: target.name, backup: backup.id, into: scratch }, ctx);
       restoreMs = restored.durationMs;
-      expected = (await readManifest(storage, backup.manifestKey!)).tables;
+      expected = (await readManifest(storage, backup.manifestKey!, trust)).tables;
       mismatches = await withDb(target.postgres, { ...q, database: scratch }, async (db) => {
         const out: TableMismatch[] = [];
         for (const [table, count] of Object.entries(expected)) {
@@ -106,12 +107,13 @@ export function createDrillJob(deps: JobDeps) {
       ...(detail ? { detail } : {}),
     };
     // Re-read just before writing: keep whatever else changed the manifest meanwhile.
-    const manifest = await readManifest(storage, backup.manifestKey!);
-    await writeManifest(storage, backup.manifestKey!, {
-      ...manifest,
-      drill: record,
-      drills: [...manifest.drills, record],
-    });
+    const manifest = await readManifest(storage, backup.manifestKey!, trust);
+    await writeManifest(
+      storage,
+      backup.manifestKey!,
+      { ...manifest, drill: record, drills: [...manifest.drills, record] },
+      trust,
+    );
     ctx.logger.info(
       { database: target.name, backup: backup.id, verified, restoreMs },
       'restore drill finished',

@@ -17,7 +17,14 @@ import {
   VersionMismatchError,
   errorMessage,
 } from '../errors.js';
-import { findBackup, parseManifest, type Manifest } from '../manifest.js';
+import {
+  MANIFEST_MAX_BYTES,
+  findBackup,
+  manifestTrust,
+  parseManifest,
+  type Manifest,
+  type ManifestTrust,
+} from '../manifest.js';
 import { garbageNudger } from '../memory.js';
 import {
   commentOnDatabase,
@@ -98,16 +105,24 @@ interface Archive {
   readonly sourceDatabase: string | null;
 }
 
-async function locateArchive(storage: Storage, database: string, input: RestoreInput): Promise<Archive> {
+async function locateArchive(
+  storage: Storage,
+  database: string,
+  input: RestoreInput,
+  trust: ManifestTrust,
+): Promise<Archive> {
   if (input.key !== undefined) {
     const info = await storage.stat(input.key);
     if (!info) throw new BackupNotFoundError(`${storage.locate(input.key)} does not exist: check --key`);
     // A pgshelf archive given by key still gets its manifest checks.
     const parsed = parseKey(input.key);
-    const manifestBody = parsed ? await storage.getObject(`${parsed.base}.manifest.json`) : undefined;
+    const manifestKey = parsed ? `${parsed.base}.manifest.json` : undefined;
+    const manifestBody = manifestKey
+      ? await storage.getObject(manifestKey, { maxBytes: MANIFEST_MAX_BYTES })
+      : undefined;
     const manifest =
-      manifestBody && parsed
-        ? parseManifest(manifestBody.toString('utf8'), `${parsed.base}.manifest.json`)
+      manifestBody && manifestKey
+        ? parseManifest(manifestBody, manifestKey, trust, storage.locate(manifestKey))
         : undefined;
     return {
       key: input.key,
@@ -117,7 +132,7 @@ async function locateArchive(storage: Storage, database: string, input: RestoreI
       sourceDatabase: manifest?.database ?? null,
     };
   }
-  const { backup, manifest } = await findBackup(storage, database, input.backup ?? 'latest');
+  const { backup, manifest } = await findBackup(storage, database, input.backup ?? 'latest', trust);
   return {
     key: manifest.archive.key,
     bytes: manifest.archive.bytes,
@@ -179,7 +194,7 @@ export function createRestoreJob(deps: JobDeps) {
     const q: QueryOptions = { echo: config.dbEcho, logger: log };
     if (ctx.signal.aborted) throw new AbortedError();
 
-    const archive = await locateArchive(storage, target.name, input);
+    const archive = await locateArchive(storage, target.name, input, manifestTrust(config));
     const jobKey = ctx.jobId ?? `in-process:${randomBytes(8).toString('hex')}`;
     const staging = stagingName(`${jobKey}:${input.into}`);
     const marker = `pgshelf restore job ${jobKey}`;

@@ -2,8 +2,8 @@ import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { resolveTarget } from '../config.js';
-import { ChecksumMismatchError, CorruptArchiveError } from '../errors.js';
-import { findBackup } from '../manifest.js';
+import { CorruptArchiveError, errorMessage } from '../errors.js';
+import { archiveMismatch, findBackup, manifestTrust } from '../manifest.js';
 import { throttle, type JobContext, type JobDeps } from './context.js';
 import { asCorruptArchive } from './restore.js';
 import { DUMP_COMPLETE, EndGate } from './sql.js';
@@ -33,11 +33,19 @@ export function createVerifyJob(deps: JobDeps) {
   return async function verify(input: VerifyInput, ctx: JobContext): Promise<VerifyResult> {
     const { storage } = deps;
     const database = input.database ?? resolveTarget(deps.config).name;
-    const { backup, manifest } = await findBackup(storage, database, input.backup ?? 'latest');
+    const { backup, manifest } = await findBackup(
+      storage,
+      database,
+      input.backup ?? 'latest',
+      manifestTrust(deps.config),
+    );
     const key = manifest.archive.key;
     const where = storage.locate(key);
+    const label = `backup ${backup.id} of "${database}"`;
     const t0 = Date.now();
     const digest = new DigestStream({ highWaterMark: 1 << 20 });
+    // Checked when the stored bytes end, before gunzip sees the end: a short file is "truncated", not a gzip error.
+    const stored = new EndGate(() => archiveMismatch(manifest, where, digest));
     const sql = new EndGate(() => undefined);
     const report = throttle(ctx.progress);
     const ticker = setInterval(() => {
@@ -55,28 +63,31 @@ export function createVerifyJob(deps: JobDeps) {
       await pipeline(
         await storage.openRead(key, { signal: ctx.signal }),
         digest,
+        stored,
         createGunzip({ chunkSize: 128 * 1024 }),
         sql,
         new Writable({ write: (_chunk, _enc, cb) => cb() }),
         { signal: ctx.signal },
       );
     } catch (err) {
-      throw asCorruptArchive(err) ?? err;
+      const corrupt = asCorruptArchive(err);
+      if (!corrupt) throw err;
+      throw new CorruptArchiveError(`${label}: ${where} cannot be decompressed (${errorMessage(err)})`, {
+        cause: err,
+      });
     } finally {
       clearInterval(ticker);
     }
-    if (digest.bytes !== manifest.archive.bytes || digest.sha256 !== manifest.archive.sha256) {
-      throw new ChecksumMismatchError(
-        `${where} does not match its manifest: read ${digest.bytes} bytes with SHA-256 ${digest.sha256}, ` +
-          `expected ${manifest.archive.bytes} bytes with SHA-256 ${manifest.archive.sha256}`,
-      );
-    }
+    const mismatch = archiveMismatch(manifest, where, digest);
+    if (mismatch) throw mismatch;
     if (sql.bytes !== manifest.uncompressedBytes) {
       throw new CorruptArchiveError(
-        `${where} gunzips to ${sql.bytes} bytes of SQL, but the manifest recorded ${manifest.uncompressedBytes}`,
+        `${label}: ${where} gunzips to ${sql.bytes} bytes of SQL, but the manifest recorded ${manifest.uncompressedBytes}`,
       );
     }
-    if (!sql.tail.complete) throw new CorruptArchiveError(`${where} ends without "${DUMP_COMPLETE}"`);
+    if (!sql.tail.complete) {
+      throw new CorruptArchiveError(`${label}: ${where} ends without "${DUMP_COMPLETE}"`);
+    }
     return {
       backupId: backup.id,
       database,
