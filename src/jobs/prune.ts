@@ -1,16 +1,29 @@
+import { mapLimit } from '../concurrency.js';
 import { resolveTarget } from '../config.js';
 import { StorageError, errorMessage } from '../errors.js';
-import { scanBackups } from '../manifest.js';
-import { readAttempt, readVerified } from '../markers.js';
+import { manifestTrust, readManifest, scanBackups, type StoredBackup } from '../manifest.js';
+import { readAttemptMarker, readVerifiedMarker } from '../markers.js';
 import { databasePrefix } from '../storage/layout.js';
 import type { IncompleteUpload, RequestCounts } from '../storage/index.js';
 import type { JobContext, JobDeps } from './context.js';
-import { selectRetention } from './retention.js';
+import { selectRetention, type RetentionCandidate } from './retention.js';
+
+/** Clocks differ a little between hosts; a date further ahead than this is not believed. */
+export const FUTURE_SKEW_MS = 5 * 60_000;
+/** Manifests read at once: each is a GET, and a prune of thousands of backups must not open thousands at once. */
+const MANIFEST_READS = 16;
 
 export interface PruneInput {
   readonly database?: string;
   /** Decide and report, delete nothing. */
   readonly dryRun?: boolean;
+}
+
+/** Something prune found and left alone, neither kept as a backup nor deleted. */
+export interface IgnoredObject {
+  readonly id: string;
+  readonly key: string;
+  readonly reason: string;
 }
 
 export interface PruneResult {
@@ -20,6 +33,8 @@ export interface PruneResult {
   readonly keep: string[];
   readonly delete: string[];
   readonly reasons: Record<string, string[]>;
+  /** Objects not counted as backups and not deleted: future dates, unreadable or untrusted manifests. */
+  readonly ignored: IgnoredObject[];
   /** Archives without a manifest (left by failed or killed backups) removed because older than the grace period. */
   readonly orphans: string[];
   /** Unfinished multipart uploads or temp files removed. */
@@ -30,9 +45,11 @@ export interface PruneResult {
 }
 
 /**
- * Applies the retention policy to one database's backups. Manifests are deleted before their archives (a
- * backup without its manifest is an orphan, never a half-deleted backup that looks whole), in requests of at
- * most 1,000 keys. Orphaned archives and incomplete uploads older than PGSHELF_ORPHAN_GRACE are removed too.
+ * Applies the retention policy to one database's backups. Ages come from the manifests (their startedAt), not
+ * from key names anyone with write access could choose; anything dated in the future, or whose manifest cannot
+ * be read or trusted, is ignored and reported. Manifests are deleted before their archives (a backup without
+ * its manifest is an orphan, never a half-deleted backup that looks whole), in requests of at most 1,000 keys.
+ * Orphaned archives and incomplete uploads older than PGSHELF_ORPHAN_GRACE are removed too.
  */
 export function createPruneJob(deps: JobDeps) {
   const now = deps.now ?? (() => new Date());
@@ -42,28 +59,87 @@ export function createPruneJob(deps: JobDeps) {
     const before = { ...storage.requests };
     const at = now();
     const graceCutoff = at.getTime() - config.orphanGraceMs;
+    const futureCutoff = at.getTime() + FUTURE_SKEW_MS;
 
     const [backups, attempt, verified] = await Promise.all([
       scanBackups(storage, target.name),
-      readAttempt(storage, target.name),
-      readVerified(storage, target.name),
+      readAttemptMarker(storage, target.name),
+      readVerifiedMarker(storage, target.name),
     ]);
-    const complete = backups.filter((b) => b.manifestKey !== undefined);
-    const latestAttemptFailed =
-      attempt?.status === 'failed' ? { at: attempt.at, error: attempt.error ?? 'unknown error' } : undefined;
-    const selection = selectRetention(complete, target.retention, {
-      timezone: target.timezone,
-      ...(verified ? { newestVerified: verified.id } : {}),
-      ...(latestAttemptFailed ? { latestAttemptFailed } : {}),
+    const ignored: IgnoredObject[] = [];
+    const ignore = (b: StoredBackup, reason: string): void => {
+      ignored.push({ id: b.id, key: storage.locate((b.manifestKey ?? b.archiveKey)!), reason });
+    };
+    const future = (d: Date): string => `dated ${d.toISOString()}, in the future (now ${at.toISOString()})`;
+
+    const present = backups.filter((b) => {
+      if (b.startedAt.getTime() <= futureCutoff) return true;
+      ignore(b, `its name is ${future(b.startedAt)}`);
+      return false;
+    });
+    const trust = manifestTrust(config);
+    const read = await mapLimit(
+      present.filter((b) => b.manifestKey !== undefined),
+      MANIFEST_READS,
+      async (b) => {
+        try {
+          const manifest = await readManifest(storage, b.manifestKey!, trust);
+          const startedAt = new Date(manifest.startedAt);
+          if (startedAt.getTime() > futureCutoff) return ignore(b, `its manifest is ${future(startedAt)}`);
+          if (b.archiveKey !== manifest.archive.key) return ignore(b, 'its archive is missing');
+          return { backup: b, startedAt };
+        } catch (err) {
+          if (err instanceof StorageError) throw err;
+          return ignore(b, errorMessage(err));
+        }
+      },
+    );
+    const counted = read.filter((r) => r !== undefined);
+    // Ids name what is deleted: two backups sharing one must not take each other down.
+    const seen = new Map<string, number>();
+    for (const r of counted) seen.set(r.backup.id, (seen.get(r.backup.id) ?? 0) + 1);
+    const complete = counted.filter((r) => {
+      if (seen.get(r.backup.id) === 1) return true;
+      ignore(r.backup, `its id ${r.backup.id} is shared by another backup`);
+      return false;
     });
 
+    const holds: string[] = [];
+    if (attempt.state === 'invalid') {
+      holds.push(
+        `${attempt.problem}: prune cannot tell whether the latest backup failed, so it deletes nothing ` +
+          '(the next backup rewrites this marker)',
+      );
+    }
+    if (verified.state === 'invalid') {
+      ctx.logger.warn({ problem: verified.problem }, 'ignoring an unusable marker');
+    }
+    const latestAttemptFailed =
+      attempt.state === 'ok' && attempt.record.status === 'failed'
+        ? { at: attempt.record.at, error: attempt.record.error ?? 'unknown error' }
+        : undefined;
+    const candidates: RetentionCandidate[] = complete.map((r) => ({
+      id: r.backup.id,
+      startedAt: r.startedAt,
+    }));
+    const selection = selectRetention(candidates, target.retention, {
+      timezone: target.timezone,
+      ...(verified.state === 'ok' ? { newestVerified: verified.record.id } : {}),
+      ...(latestAttemptFailed ? { latestAttemptFailed } : {}),
+      ...(holds[0] !== undefined ? { hold: holds[0] } : {}),
+    });
+    // "Unknown" deletes nothing at all; a known failure still lets orphans of the failed attempts go.
+    const held = holds.length > 0;
+
     // Orphans: an archive with no manifest, older than the grace period (a backup may be writing it right now).
-    const orphans = backups.filter(
-      (b) =>
-        b.manifestKey === undefined &&
-        b.archiveKey !== undefined &&
-        (b.archiveModified ?? b.startedAt).getTime() < graceCutoff,
-    );
+    const orphans = held
+      ? []
+      : present.filter(
+          (b) =>
+            b.manifestKey === undefined &&
+            b.archiveKey !== undefined &&
+            (b.archiveModified ?? b.startedAt).getTime() < graceCutoff,
+        );
     const reasons = { ...selection.reasons };
     for (const o of orphans)
       reasons[o.id] = ['orphan: archive without a manifest, older than the grace period'];
@@ -71,7 +147,7 @@ export function createPruneJob(deps: JobDeps) {
     let incomplete: IncompleteUpload[] = [];
     try {
       for await (const u of storage.listIncomplete(databasePrefix(target.name))) {
-        if (u.initiated.getTime() < graceCutoff) incomplete.push(u);
+        if (!held && u.initiated.getTime() < graceCutoff) incomplete.push(u);
       }
     } catch (err) {
       // Some S3-compatible servers cannot list multipart uploads; say so and go on.
@@ -80,7 +156,7 @@ export function createPruneJob(deps: JobDeps) {
     }
 
     const doomed = new Set(selection.delete);
-    const deleting = complete.filter((b) => doomed.has(b.id));
+    const deleting = complete.map((r) => r.backup).filter((b) => doomed.has(b.id));
     if (!input.dryRun) {
       const manifests = deleting.map((b) => b.manifestKey!);
       const archives = [...deleting, ...orphans].flatMap((b) => (b.archiveKey ? [b.archiveKey] : []));
@@ -101,19 +177,22 @@ export function createPruneJob(deps: JobDeps) {
       keep: selection.keep,
       delete: [...selection.delete, ...orphans.map((o) => o.id)],
       reasons,
+      ignored,
       orphans: orphans.flatMap((o) => (o.archiveKey ? [o.archiveKey] : [])),
       incompleteUploads: incomplete.map((u) => u.key),
       blocked: latestAttemptFailed
         ? `the latest backup attempt failed at ${latestAttemptFailed.at} (${latestAttemptFailed.error}): nothing was deleted`
-        : null,
+        : (holds[0] ?? null),
       requests,
     };
+    for (const i of ignored) ctx.logger.warn({ database: target.name, ...i }, 'prune ignored an object');
     ctx.logger.info(
       {
         database: target.name,
         dryRun: result.dryRun,
         keep: result.keep.length,
         delete: result.delete.length,
+        ignored: result.ignored.length,
         incomplete: result.incompleteUploads.length,
         blocked: result.blocked,
       },

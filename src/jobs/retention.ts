@@ -19,6 +19,8 @@ export interface RetentionOptions {
   readonly newestVerified?: string;
   /** Set when the most recent backup attempt failed: nothing may be deleted. */
   readonly latestAttemptFailed?: { readonly at: string; readonly error: string };
+  /** Any other reason nothing may be deleted (e.g. the attempt marker cannot be read). */
+  readonly hold?: string;
 }
 
 export interface RetentionSelection {
@@ -71,10 +73,11 @@ export function selectRetention(
     (reasons[id] ??= []).push(reason);
   };
 
-  if (options.latestAttemptFailed) {
-    const why =
-      `the latest backup attempt failed (${options.latestAttemptFailed.at}: ${options.latestAttemptFailed.error}); ` +
-      'prune deletes nothing until a backup succeeds';
+  if (options.latestAttemptFailed || options.hold !== undefined) {
+    const why = options.latestAttemptFailed
+      ? `the latest backup attempt failed (${options.latestAttemptFailed.at}: ${options.latestAttemptFailed.error}); ` +
+        'prune deletes nothing until a backup succeeds'
+      : options.hold!;
     for (const b of sorted) mark(b.id, why);
     return { keep: sorted.map((b) => b.id), delete: [], reasons };
   }

@@ -44,14 +44,26 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
    * A backup waits while another dump of the same database runs, or while the server already has
    * PGSHELF_HOST_CONCURRENCY dumps running: the job is put back as delayed (no attempt is used) and tried again.
    */
-  const guarded = async (job: Job, token: string | undefined, log: Logger, fn: () => Promise<unknown>) => {
+  const guarded = async (
+    kind: 'backup' | 'prune',
+    job: Job,
+    token: string | undefined,
+    log: Logger,
+    fn: () => Promise<unknown>,
+  ) => {
     const target = resolveTarget(config, (job.data as { database?: string }).database);
-    const guard = await guards.acquire(target.name, target.postgres.host, target.postgres.port);
+    // Prune takes the database lock only (no dump, no server slot), so it never deletes beside a running backup.
+    const guard =
+      kind === 'prune'
+        ? await guards.acquireDatabase(target.name)
+        : await guards.acquire(target.name, target.postgres.host, target.postgres.port);
     if (!guard.ok) {
       log.info(
         { database: target.name, reason: guard.reason },
         guard.reason === 'database-busy'
-          ? 'another backup of this database is running: waiting'
+          ? kind === 'prune'
+            ? 'a backup or prune of this database is running: prune waiting'
+            : 'another backup of this database is running: waiting'
           : `the server already runs ${config.hostConcurrency} dumps: waiting`,
       );
       await job.moveToDelayed(Date.now() + WAIT_MS, token);
@@ -59,6 +71,7 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
     }
     try {
       const result = await fn();
+      if (kind === 'prune') return result;
       // Retention runs after every successful backup, as its own job.
       const id = (result as { id?: string }).id ?? String(job.id);
       await pruneQueue
@@ -93,7 +106,7 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
                 .catch((err: unknown) => log.debug({ err }, 'progress update failed'));
             },
           });
-        return await (kind === 'backup' ? guarded(job, token, log, call) : call());
+        return await (kind === 'backup' || kind === 'prune' ? guarded(kind, job, token, log, call) : call());
       } catch (err) {
         if (err instanceof DelayedError) throw err;
         log.error({ err: errorMessage(err) }, `${kind} job failed`);

@@ -36,6 +36,22 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 `;
 
+// The database lock alone (prune): KEYS[1] database lock; ARGV token, ttl ms.
+const ACQUIRE_DATABASE = `
+if redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]), 'NX') then return 1 end
+return -1
+`;
+
+const RENEW_DATABASE = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2])) end
+return 1
+`;
+
+const RELEASE_DATABASE = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+`;
+
 export type Acquired = { readonly ok: true; release(): Promise<void> };
 export type Refused = { readonly ok: false; readonly reason: 'database-busy' | 'host-full' };
 
@@ -51,17 +67,35 @@ export class BackupGuards {
     this.redis = new Redis({ ...connection, maxRetriesPerRequest: 3, lazyConnect: true });
   }
 
+  private databaseKey(database: string): string {
+    return `${this.prefix}:guard:database:${encodeURIComponent(database)}`;
+  }
+
+  /** The database lock and a slot on its server: what a backup holds while it dumps. */
   async acquire(database: string, host: string, port: number): Promise<Acquired | Refused> {
     const keys = [
-      `${this.prefix}:guard:database:${encodeURIComponent(database)}`,
+      this.databaseKey(database),
       `${this.prefix}:guard:host:${encodeURIComponent(`${host}:${port}`)}`,
     ];
     const token = randomBytes(12).toString('hex');
     const got = (await this.redis.eval(ACQUIRE, 2, ...keys, token, this.ttlMs, this.hostLimit)) as number;
     if (got === -1) return { ok: false, reason: 'database-busy' };
     if (got === -2) return { ok: false, reason: 'host-full' };
+    return this.held(keys, token, RENEW, RELEASE);
+  }
+
+  /** The database lock alone: prune holds it so it never runs beside a backup of the same database. */
+  async acquireDatabase(database: string): Promise<Acquired | Refused> {
+    const keys = [this.databaseKey(database)];
+    const token = randomBytes(12).toString('hex');
+    const got = (await this.redis.eval(ACQUIRE_DATABASE, 1, ...keys, token, this.ttlMs)) as number;
+    if (got === -1) return { ok: false, reason: 'database-busy' };
+    return this.held(keys, token, RENEW_DATABASE, RELEASE_DATABASE);
+  }
+
+  private held(keys: string[], token: string, renew: string, release: string): Acquired {
     const timer = setInterval(() => {
-      this.redis.eval(RENEW, 2, ...keys, token, this.ttlMs).catch(() => undefined);
+      this.redis.eval(renew, keys.length, ...keys, token, this.ttlMs).catch(() => undefined);
     }, this.ttlMs / 3);
     timer.unref();
     let released = false;
@@ -71,7 +105,7 @@ export class BackupGuards {
         if (released) return;
         released = true;
         clearInterval(timer);
-        await this.redis.eval(RELEASE, 2, ...keys, token).catch(() => undefined);
+        await this.redis.eval(release, keys.length, ...keys, token).catch(() => undefined);
       },
     };
   }

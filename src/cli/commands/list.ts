@@ -1,5 +1,13 @@
 import type { Command } from 'commander';
-import { readManifest, scanBackups, type Manifest, type StoredBackup } from '../../manifest.js';
+import { mapLimit } from '../../concurrency.js';
+import { errorMessage } from '../../errors.js';
+import {
+  manifestTrust,
+  readManifest,
+  scanBackups,
+  type Manifest,
+  type StoredBackup,
+} from '../../manifest.js';
 import { formatBytes, formatDuration, table } from '../format.js';
 import { printJson, type Runtime } from '../runtime.js';
 
@@ -16,30 +24,33 @@ export interface ListedBackup {
   readonly durationMs: number | null;
   readonly verified: boolean | null;
   readonly verifiedAt: string | null;
-  readonly status: 'complete' | 'orphan';
+  /**
+   * complete: manifest and archive; missing: a manifest whose archive is gone (not restorable); invalid: a
+   * manifest that cannot be read or trusted (see `problem`); orphan: an archive without a manifest.
+   */
+  readonly status: 'complete' | 'missing' | 'invalid' | 'orphan';
   readonly archive: string | null;
   readonly manifest: string | null;
-}
-
-async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array<R>(items.length);
-  let next = 0;
-  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i]!);
-    }
-  });
-  await Promise.all(workers);
-  return out;
+  /** Why a backup is missing or invalid; null otherwise. */
+  readonly problem: string | null;
 }
 
 export async function listBackups(rt: Runtime, database?: string): Promise<ListedBackup[]> {
   const storage = rt.storage;
   const backups = await scanBackups(storage, database);
+  const trust = manifestTrust(rt.config);
   return mapLimit(backups, 16, async (b: StoredBackup): Promise<ListedBackup> => {
     let manifest: Manifest | undefined;
-    if (b.manifestKey) manifest = await readManifest(storage, b.manifestKey).catch(() => undefined);
+    let problem: string | null = null;
+    if (b.manifestKey) {
+      try {
+        manifest = await readManifest(storage, b.manifestKey, trust);
+      } catch (err) {
+        problem = errorMessage(err);
+      }
+    }
+    const missing = manifest !== undefined && b.archiveKey !== manifest.archive.key;
+    if (missing) problem = `archive ${storage.locate(manifest!.archive.key)} is missing`;
     return {
       id: b.id,
       database: b.database,
@@ -48,9 +59,11 @@ export async function listBackups(rt: Runtime, database?: string): Promise<Liste
       durationMs: manifest?.durationMs ?? null,
       verified: manifest ? (manifest.drill?.verified ?? false) : null,
       verifiedAt: manifest?.drill?.at ?? null,
-      status: manifest ? 'complete' : 'orphan',
+      status:
+        b.manifestKey === undefined ? 'orphan' : !manifest ? 'invalid' : missing ? 'missing' : 'complete',
       archive: b.archiveKey ? storage.locate(b.archiveKey) : null,
       manifest: b.manifestKey ? storage.locate(b.manifestKey) : null,
+      problem,
     };
   });
 }
@@ -86,12 +99,17 @@ export function registerList(program: Command, runtime: () => Runtime): void {
           b.durationMs === null ? '-' : formatDuration(b.durationMs),
           b.status === 'orphan'
             ? 'ORPHAN (no manifest)'
-            : b.verified
-              ? `yes ${b.verifiedAt?.slice(0, 10) ?? ''}`
-              : 'no',
+            : b.status === 'missing'
+              ? 'MISSING (no archive)'
+              : b.status === 'invalid'
+                ? 'INVALID (see below)'
+                : b.verified
+                  ? `yes ${b.verifiedAt?.slice(0, 10) ?? ''}`
+                  : 'no',
           b.archive ?? '-',
         ]);
       }
-      process.stdout.write(table(rows) + '\n');
+      const problems = backups.flatMap((b) => (b.problem ? [`${b.id}: ${b.problem}`] : []));
+      process.stdout.write(table(rows) + '\n' + problems.map((p) => `${p}\n`).join(''));
     });
 }

@@ -30,8 +30,15 @@ export function registerPrune(program: Command, runtime: () => Runtime): void {
           return;
         }
         if (opts.json) {
-          if (opts.dryRun) printJson({ keep: result.keep, delete: result.delete, reasons: result.reasons });
-          else printJson({ jobId, ...result });
+          if (opts.dryRun) {
+            printJson({
+              keep: result.keep,
+              delete: result.delete,
+              reasons: result.reasons,
+              ignored: result.ignored,
+              blocked: result.blocked,
+            });
+          } else printJson({ jobId, ...result });
           return;
         }
         const verb = opts.dryRun ? 'would delete' : 'deleted';
@@ -39,10 +46,14 @@ export function registerPrune(program: Command, runtime: () => Runtime): void {
         for (const id of [...result.keep, ...result.delete]) {
           rows.push([id, result.keep.includes(id) ? 'keep' : verb, (result.reasons[id] ?? []).join('; ')]);
         }
+        // Results from a worker of an older version may lack `ignored`.
+        const ignored = result.ignored ?? [];
         process.stdout.write(
           (result.blocked ? `nothing deleted: ${result.blocked}\n` : '') +
             table(rows) +
+            ignored.map((i) => `\nignored ${i.key}: ${i.reason}`).join('') +
             `\n${result.keep.length} kept, ${result.delete.length} ${verb}` +
+            (ignored.length ? `, ${ignored.length} ignored` : '') +
             (result.incompleteUploads.length
               ? `, ${result.incompleteUploads.length} incomplete uploads ${opts.dryRun ? 'to abort' : 'aborted'}`
               : '') +
