@@ -15,6 +15,7 @@ import { writeAttempt, writeVerified } from '../../src/markers.js';
 import { createStorage, type Storage } from '../../src/storage/index.js';
 import { backupKeys } from '../../src/storage/layout.js';
 import { runCli } from '../helpers/cli.js';
+import { storeFake } from '../helpers/manifests.js';
 import { pgEnv, s3Env, tempDir, testConfig } from '../helpers/env.js';
 import { createBucket, testS3Client } from '../helpers/s3.js';
 
@@ -28,13 +29,11 @@ const ctx: JobContext = {
 const DB = 'shop';
 
 /**
- * Backups as prune sees them: an archive and a manifest under the real layout. Prune decides from the listing
- * alone, so small bodies stand for real dumps; what is tested is which objects remain.
+ * Backups as prune sees them: an archive and a manifest under the real layout. Small bodies stand for real dumps;
+ * what is tested is which objects remain.
  */
 async function store(storage: Storage, at: Date, id: string, manifest = true): Promise<void> {
-  const keys = backupKeys(DB, at, id);
-  await storage.putObject(keys.archive, 'gzip bytes', 'application/gzip');
-  if (manifest) await storage.putObject(keys.manifest, JSON.stringify({ format: 'pgshelf-backup', id }));
+  await storeFake(storage, DB, at, id, { manifest });
 }
 
 /** Nightly backups at 02:00 UTC, `days` of them, the newest on 2026-11-25; ids d000 (newest), d001, ... */
@@ -101,7 +100,7 @@ describe('prune', () => {
     const res = await runCli(['prune', '--dry-run', '--json'], env);
     expect(res.code, res.stderr).toBe(0);
     const out = JSON.parse(res.stdout) as Record<string, unknown>;
-    expect(Object.keys(out)).toEqual(['keep', 'delete', 'reasons']);
+    expect(Object.keys(out)).toEqual(['keep', 'delete', 'reasons', 'ignored', 'blocked']);
     expect(out.keep).toEqual(ids.slice(0, 2));
     expect(out.delete).toEqual(ids.slice(2));
     expect((out.reasons as Record<string, string[]>)[ids[0]!]).toEqual(['last 1 of 2', 'newest backup']);
@@ -187,7 +186,7 @@ describe('prune on S3', () => {
       const env = {
         ...pgEnv(DB),
         ...s3Env(bucket, 'pg', moto!),
-        PGSHELF_ORPHAN_GRACE: '0',
+        PGSHELF_ORPHAN_GRACE: '1',
         PGSHELF_KEEP_LAST: '2',
         PGSHELF_KEEP_DAILY: '0',
         PGSHELF_KEEP_WEEKLY: '0',
@@ -210,13 +209,16 @@ describe('prune on S3', () => {
         }),
       );
 
-      const result = await prune(env, new Date(Date.now() + 1000))({}, ctx);
+      const result = await prune(env, new Date(Date.now() + 2 * 3_600_000))({}, ctx);
       expect(result.keep).toEqual(ids.slice(0, 2));
+      expect(result.ignored).toEqual([]);
       expect(result.delete).toHaveLength(598);
       expect(result.incompleteUploads).toEqual([key.slice(3)]);
       // 598 manifests then 598 archives: two DeleteObjects requests; one listing page set for 1,200 keys.
       expect(result.requests.delete).toBe(2 + 1);
       expect(result.requests.list).toBe(2 + 1);
+      // Ages come from the manifests: one GET each (16 at a time), plus the two markers.
+      expect(result.requests.get).toBe(600 + 2);
       const uploads = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }));
       client.destroy();
       expect(uploads.Uploads ?? []).toEqual([]);
