@@ -17,6 +17,7 @@ export const REDACT_PATHS = [
   '*.manifestKey',
   'PGSHELF_MANIFEST_KEY',
   '*.PGSHELF_MANIFEST_KEY',
+  '*.*.PGSHELF_MANIFEST_KEY',
 ];
 
 /** JSON lines on stderr, so that stdout stays free for `--json` documents. */

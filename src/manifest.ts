@@ -3,6 +3,7 @@ import { z } from 'zod';
 import {
   BackupNotFoundError,
   ChecksumMismatchError,
+  CorruptArchiveError,
   ManifestInvalidError,
   ManifestSignatureError,
 } from './errors.js';
@@ -276,10 +277,10 @@ export function archiveMismatch(
   manifest: Manifest,
   where: string,
   read: { readonly bytes: number; readonly sha256: string },
-): ChecksumMismatchError | undefined {
+): ChecksumMismatchError | CorruptArchiveError | undefined {
   const label = `backup ${manifest.id} of "${manifest.database}"`;
   if (read.bytes < manifest.archive.bytes) {
-    return new ChecksumMismatchError(
+    return new CorruptArchiveError(
       `${label}: ${where} is truncated: read ${read.bytes} of ${manifest.archive.bytes} bytes. ` +
         'Restore another backup (`pgshelf list`)',
     );
