@@ -150,7 +150,8 @@ export function signManifest(manifest: object, signingKey: string): string {
 function checkSignature(raw: Record<string, unknown>, key: string, signingKey: string): void {
   const fix =
     'PGSHELF_MANIFEST_KEY is set, so only manifests signed with it are trusted: if this backup was made ' +
-    'before the key was set, restore it by --key after checking it, or set the key the backup was made with';
+    'before the key was set (or with another key), check it by hand and run this one command without the key, ' +
+    'or with the key it was signed with';
   const signature = raw.signature;
   if (signature === undefined) throw new ManifestSignatureError(`manifest ${key} is not signed. ${fix}`);
   const expected = Buffer.from(signManifest(raw, signingKey));
