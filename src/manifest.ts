@@ -365,9 +365,21 @@ export async function findBackup(
       );
     }
   }
-  const manifest = await readManifest(storage, found.manifestKey!, trust);
+  const other = backups.find((b) => b !== found && b.archiveKey !== undefined);
+  let manifest: Manifest;
+  try {
+    manifest = await readManifest(storage, found.manifestKey!, trust);
+  } catch (err) {
+    // Refused, never skipped: but say which backup the operator can choose instead.
+    if (other && (err instanceof ManifestInvalidError || err instanceof ManifestSignatureError)) {
+      const Refusal = err.constructor as new (message: string, options?: ErrorOptions) => Error;
+      throw new Refusal(`${err.message}. The newest other backup is ${other.id}: use --backup ${other.id}`, {
+        cause: err,
+      });
+    }
+    throw err;
+  }
   if (found.archiveKey !== manifest.archive.key) {
-    const other = backups.find((b) => b !== found && b.archiveKey !== undefined);
     throw new BackupNotFoundError(
       `backup ${found.id} of "${found.database}" has a manifest but its archive ` +
         `${storage.locate(manifest.archive.key)} is missing: ` +

@@ -102,14 +102,19 @@ describe('signed manifests (PGSHELF_MANIFEST_KEY)', () => {
     const db = await source();
     const env = await folderEnv(db, { PGSHELF_MANIFEST_KEY: KEY });
     const j = jobs(env);
+    const older = await j.backup({}, ctx());
     const backup = await j.backup({}, ctx());
     const original = await readFile(backup.manifestLocation, 'utf8');
 
     const tampered = await tamper(backup, (m) => ((m.archive as { sha256: string }).sha256 = '0'.repeat(64)));
     const target = into();
     await expect(j.restore({ into: target }, ctx())).rejects.toThrow(ManifestSignatureError);
+    // Refused, not skipped: the message names the backup to choose instead.
     await expect(j.restore({ into: target }, ctx())).rejects.toThrow(
-      /signature that does not match its content.*PGSHELF_MANIFEST_KEY/,
+      new RegExp(
+        `signature that does not match its content.*PGSHELF_MANIFEST_KEY.*use --backup ${older.id}`,
+        's',
+      ),
     );
     expect(await databaseExists(target)).toBe(false);
     await expect(j.verify({}, ctx())).rejects.toThrow(ManifestSignatureError);
