@@ -185,7 +185,12 @@ export function createPruneJob(deps: JobDeps) {
         : (holds[0] ?? null),
       requests,
     };
-    for (const i of ignored) ctx.logger.warn({ database: target.name, ...i }, 'prune ignored an object');
+    // The first few one by one, then a count: thousands of planted files must not flood the log.
+    for (const i of ignored.slice(0, 20))
+      ctx.logger.warn({ database: target.name, ...i }, 'prune ignored an object');
+    if (ignored.length > 20) {
+      ctx.logger.warn({ database: target.name, more: ignored.length - 20 }, 'prune ignored more objects');
+    }
     ctx.logger.info(
       {
         database: target.name,

@@ -100,6 +100,9 @@ describe('prune trusts manifests, not names', () => {
     const byId = new Map(out.ignored.map((i) => [i.id, i.reason]));
     expect(byId.get(planted[0]!)).toMatch(/its name is dated 2099-01-01T00:00:00.000Z, in the future/);
     expect(byId.get('fa1ce000')).toMatch(/its manifest is dated 2099-06-01T00:00:00.000Z, in the future/);
+    // Reported in the log too (the command logs warnings on stderr).
+    const logged = res.stderr.split('\n').filter((l) => l.includes('"msg":"prune ignored an object"'));
+    expect(logged).toHaveLength(13);
     // A real prune then deletes none of the real backups.
     const result = await createPruneJob({ config, storage, logger: silentLogger() })({}, ctx());
     expect(result.delete).toEqual([]);
