@@ -95,7 +95,9 @@ export class FsStorage implements Storage {
       if (options.maxBytes === undefined) return await readFile(this.file(key));
       const handle = await open(this.file(key), 'r');
       try {
-        const buf = Buffer.alloc(options.maxBytes + 1);
+        // Sized by the file, not the cap: a few-KB manifest must not cost a cap-sized buffer.
+        const { size } = await handle.stat();
+        const buf = Buffer.allocUnsafe(Math.min(size, options.maxBytes) + 1);
         let filled = 0;
         for (;;) {
           const { bytesRead } = await handle.read(buf, filled, buf.length - filled, filled);
