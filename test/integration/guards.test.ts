@@ -55,6 +55,8 @@ describe('backup guards', () => {
     await waitFor('the second backup to wait', () =>
       w.stderr().includes('another backup of this database is running: waiting'),
     );
+    // The first job takes the guard before pg_dump connects: wait for its dump, then check it is the only one.
+    await waitFor('the first dump', async () => (await dumpsRunning([db])) >= 1);
     expect(await dumpsRunning([db])).toBe(1);
     await lock.release();
     await waitFor('both backups', async () => (await backups.getCompletedCount()) === 2, 60_000);
@@ -83,6 +85,7 @@ describe('backup guards', () => {
     await waitFor('a backup to wait for the server', () =>
       w.stderr().includes('the server already runs 1 dumps: waiting'),
     );
+    await waitFor('the first dump', async () => (await dumpsRunning([a, b])) >= 1);
     expect(await dumpsRunning([a, b])).toBe(1);
     for (const l of locks) await l.release();
     await waitFor('both backups', async () => (await backups.getCompletedCount()) === 2, 60_000);
