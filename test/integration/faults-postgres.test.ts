@@ -62,7 +62,7 @@ describe('fault: PostgreSQL restarted mid-dump', () => {
     // Two attempts: the first failed with pg_dump's own words for the cause, the second succeeded.
     expect(done.attemptsMade).toBe(2);
     expect(done.stacktrace).toHaveLength(1);
-    expect(done.stacktrace[0]).toMatch(
+    expect(done.stacktrace?.[0]).toMatch(
       /pg_dump exited with code 1:\npg_dump: error: Dumping the contents of table "big" failed[\s\S]*(server closed the connection unexpectedly|terminating connection)/,
     );
     expect(worker.stderr()).toMatch(/backup job failed/);
