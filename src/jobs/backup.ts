@@ -191,7 +191,7 @@ export function createBackupJob(deps: JobDeps) {
         const space = await freeSpace(err, storage);
         await writer.abort();
         await child.exited;
-        throw explainBackupFailure(err, child, ctx.signal, storage, space);
+        throw explainBackupFailure(err, child, writer, ctx.signal, storage, space);
       } finally {
         clearInterval(ticker);
         ctx.signal.removeEventListener('abort', onAbort);
@@ -264,6 +264,7 @@ export function createBackupJob(deps: JobDeps) {
 function explainBackupFailure(
   err: unknown,
   child: Child,
+  writer: ObjectWriter,
   signal: AbortSignal,
   storage: Storage,
   space = '',
@@ -274,7 +275,9 @@ function explainBackupFailure(
     );
   }
   if (err instanceof PgshelfError) return err;
-  // A failed write (disk full) made us kill pg_dump: its "terminated by user" on stderr is not the cause.
+  // A failed write (disk full, S3 unreachable) made us kill pg_dump: its "terminated by user" is not the cause.
+  const writeFailure = writer.failure?.();
+  if (writeFailure) return writeFailure;
   if ((err as NodeJS.ErrnoException).syscall) return storageFailure(err, storage, space);
   const stderr = child.stderr.text(15);
   if (stderr) return new DumpFailedError(`pg_dump failed:\n${stderr}`, { cause: err });
