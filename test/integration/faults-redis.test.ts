@@ -110,5 +110,7 @@ describe('fault: Redis restarted under a worker and a scheduler', () => {
     // It said Redis was gone while it was (connection errors), and no job failed because of it.
     expect(worker.stderr()).toMatch(/"msg":"worker error"/);
     expect(worker.stderr()).not.toMatch(/job failed/);
+    // Said once per queue and reconnect attempt, through the logger: no unhandled error events on stderr.
+    expect(worker.stderr()).not.toMatch(/Unhandled error event/);
   }, 90_000);
 });
