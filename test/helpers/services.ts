@@ -89,9 +89,12 @@ export interface Cluster {
   query<R extends pg.QueryResultRow>(database: string, sql: string, params?: unknown[]): Promise<R[]>;
 }
 
-/** Runs a PostgreSQL tool as the `postgres` OS user (initdb and the server refuse to run as root). */
+const isRoot = process.getuid?.() === 0;
+
+/** Runs a PostgreSQL tool; as root, as the `postgres` OS user (initdb and the server refuse to run as root). */
 async function asPostgres(tool: string, args: string[]): Promise<void> {
-  await execFileAsync('runuser', ['-u', 'postgres', '--', path.join(PG_BIN, tool), ...args], {
+  const file = path.join(PG_BIN, tool);
+  await execFileAsync(isRoot ? 'runuser' : file, isRoot ? ['-u', 'postgres', '--', file, ...args] : args, {
     maxBuffer: 4 << 20,
   });
 }
@@ -102,8 +105,10 @@ async function asPostgres(tool: string, args: string[]): Promise<void> {
  */
 export async function throwawayCluster(defer: Defer): Promise<Cluster> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'pgshelf-cluster-'));
-  const { uid, gid } = await postgresIds();
-  await chown(dir, uid, gid);
+  if (isRoot) {
+    const { uid, gid } = await postgresIds();
+    await chown(dir, uid, gid);
+  }
   const data = path.join(dir, 'data');
   const log = path.join(dir, 'server.log');
   const port = await freePort();

@@ -41,11 +41,11 @@ describe('fault: worker SIGKILLed mid-backup on S3', () => {
       const db = uniqueName();
       await createDatabase(db);
       defer(() => dropDatabase(db), { keepOnFailure: true });
-      // ~60 MB of hex that gzips to ~32 MB: parts are still going up when the worker is killed.
+      // ~100 MB of hex that gzips to ~56 MB (about 11 parts): parts are still going up when the worker is killed.
       await withClient(db, async (c) => {
         await c.query('CREATE EXTENSION pgcrypto');
         await c.query(
-          'CREATE TABLE noise AS SELECT i, gen_random_bytes(1024) AS b FROM generate_series(1, 30000) i',
+          'CREATE TABLE noise AS SELECT i, gen_random_bytes(1024) AS b FROM generate_series(1, 50000) i',
         );
       });
       const bucket = await createBucket(moto!);
@@ -126,7 +126,7 @@ describe('fault: worker SIGKILLed mid-backup on S3', () => {
         ).Body!.transformToString(),
       ) as { id: string; archive: { sha256: string }; tables: Record<string, number> };
       expect(manifest.id).toBe(result.id);
-      expect(manifest.tables['public.noise']).toBe(30000);
+      expect(manifest.tables['public.noise']).toBe(50000);
       const archive = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: `p/${result.archiveKey}` }));
       const hash = createHash('sha256');
       for await (const chunk of archive.Body as Readable) hash.update(chunk as Buffer);
