@@ -7,6 +7,7 @@ import { chown, mkdtemp, rm, appendFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import pg from 'pg';
 
@@ -196,4 +197,40 @@ export async function tcpLink(targetPort: number, defer: Defer): Promise<Link> {
   defer(cut);
   await restore();
   return { port, cut, restore };
+}
+
+export interface PrivateS3rver {
+  readonly endpoint: string;
+  /** Its data directory: buckets, objects, and the parts of unfinished multipart uploads. */
+  readonly dir: string;
+  /** SIGTERM: the process exits at once, dropping its connections; the data directory stays. */
+  stop(): Promise<void>;
+  /** Starts again on the same port and data directory. */
+  start(): Promise<void>;
+}
+
+/** s3rver as a process of its own with a data directory, so it can be stopped and started like a real server. */
+export async function privateS3rver(defer: Defer): Promise<PrivateS3rver> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'pgshelf-s3rver-'));
+  const port = await freePort();
+  const bin = fileURLToPath(new URL('../../node_modules/s3rver/bin/s3rver.js', import.meta.url));
+  let child: ChildProcess | undefined;
+  const start = async (): Promise<void> => {
+    const args = [bin, '-d', dir, '-a', '127.0.0.1', '-p', String(port), '-s'];
+    child = spawn(process.execPath, args, { stdio: 'ignore' });
+    await waitForPort(port, true, 's3rver');
+  };
+  const stop = async (): Promise<void> => {
+    const c = child;
+    if (!c || c.exitCode !== null || c.signalCode !== null) return;
+    const exited = new Promise((r) => c.once('exit', r));
+    c.kill('SIGTERM');
+    await exited;
+  };
+  defer(async () => {
+    await stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+  await start();
+  return { endpoint: `http://127.0.0.1:${port}`, dir, stop, start };
 }
