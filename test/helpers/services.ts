@@ -56,7 +56,7 @@ export interface PrivateRedis {
  * restart keeps the jobs. Removed after the test.
  */
 export async function privateRedis(defer: Defer): Promise<PrivateRedis> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'pgshelf-redis-'));
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'pgshelf-fault-redis-'));
   const port = await freePort();
   let child: ChildProcess | undefined;
   const start = async (): Promise<void> => {
@@ -105,7 +105,7 @@ async function asPostgres(tool: string, args: string[]): Promise<void> {
  * in its own directory. Stopped and removed after the test.
  */
 export async function throwawayCluster(defer: Defer): Promise<Cluster> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'pgshelf-cluster-'));
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'pgshelf-fault-cluster-'));
   if (isRoot) {
     const { uid, gid } = await postgresIds();
     await chown(dir, uid, gid);
@@ -211,7 +211,7 @@ export interface PrivateS3rver {
 
 /** s3rver as a process of its own with a data directory, so it can be stopped and started like a real server. */
 export async function privateS3rver(defer: Defer): Promise<PrivateS3rver> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'pgshelf-s3rver-'));
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'pgshelf-fault-s3rver-'));
   const port = await freePort();
   const bin = fileURLToPath(new URL('../../node_modules/s3rver/bin/s3rver.js', import.meta.url));
   let child: ChildProcess | undefined;

@@ -30,7 +30,7 @@ const ctx: JobContext = {
 
 /** A tmpfs of `size` mounted on a fresh directory, unmounted after the test; undefined (and why) if not allowed. */
 async function smallDisk(size: string): Promise<{ dir: string } | { refused: string }> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'pgshelf-full-'));
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'pgshelf-fault-disk-'));
   try {
     await execFileAsync('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0700`, 'tmpfs', dir]);
   } catch (err) {
