@@ -1,3 +1,4 @@
+import { statfs } from 'node:fs/promises';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { resolveTarget } from '../config.js';
@@ -186,9 +187,11 @@ export function createBackupJob(deps: JobDeps) {
       } catch (err) {
         abort.abort(err);
         child.kill();
+        // Measured before abort() removes the partial file, so it says how full the disk was when writing failed.
+        const space = await freeSpace(err, storage);
         await writer.abort();
         await child.exited;
-        throw explainBackupFailure(err, child, ctx.signal, storage);
+        throw explainBackupFailure(err, child, writer, ctx.signal, storage, space);
       } finally {
         clearInterval(ticker);
         ctx.signal.removeEventListener('abort', onAbort);
@@ -258,13 +261,24 @@ export function createBackupJob(deps: JobDeps) {
 }
 
 /** The most useful error for a failed pipeline: pg_dump's own stderr beats a downstream "premature close". */
-function explainBackupFailure(err: unknown, child: Child, signal: AbortSignal, storage: Storage): Error {
+function explainBackupFailure(
+  err: unknown,
+  child: Child,
+  writer: ObjectWriter,
+  signal: AbortSignal,
+  storage: Storage,
+  space = '',
+): Error {
   if (signal.aborted) {
     return new AbortedError(
       `backup aborted: ${String((signal.reason as Error | undefined)?.message ?? signal.reason)}`,
     );
   }
   if (err instanceof PgshelfError) return err;
+  // A failed write (disk full, S3 unreachable) made us kill pg_dump: its "terminated by user" is not the cause.
+  const writeFailure = writer.failure?.();
+  if (writeFailure) return writeFailure;
+  if ((err as NodeJS.ErrnoException).syscall) return storageFailure(err, storage, space);
   const stderr = child.stderr.text(15);
   if (stderr) return new DumpFailedError(`pg_dump failed:\n${stderr}`, { cause: err });
   if ((err as NodeJS.ErrnoException).code) return storageFailure(err, storage);
@@ -272,10 +286,25 @@ function explainBackupFailure(err: unknown, child: Child, signal: AbortSignal, s
 }
 
 /** A file-system error while writing the archive, named with the storage it happened in. */
-function storageFailure(err: unknown, storage: Storage): Error {
+function storageFailure(err: unknown, storage: Storage, space = ''): Error {
   if (err instanceof PgshelfError) return err;
   return new StorageError(
-    `cannot write the archive to ${storage.url}: ${errorMessage(err)}. Check PGSHELF_STORAGE and free space`,
+    `cannot write the archive to ${storage.url}: ${errorMessage(err)}${space}. ` +
+      'Check PGSHELF_STORAGE and free space',
     { cause: err },
   );
+}
+
+const MiB = 1024 * 1024;
+
+/** " (0.1 MiB free of 16.0 MiB)" for a full or over-quota folder storage, else "". */
+async function freeSpace(err: unknown, storage: Storage): Promise<string> {
+  const code = (err as NodeJS.ErrnoException).code;
+  if ((code !== 'ENOSPC' && code !== 'EDQUOT') || !storage.url.startsWith('file://')) return '';
+  try {
+    const fs = await statfs(storage.locate(''));
+    return ` (${((fs.bavail * fs.bsize) / MiB).toFixed(1)} MiB free of ${((fs.blocks * fs.bsize) / MiB).toFixed(1)} MiB)`;
+  } catch {
+    return '';
+  }
 }

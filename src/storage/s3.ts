@@ -168,6 +168,7 @@ export class S3Storage implements Storage {
         await done.catch(() => undefined);
         await this.abortUploadsOf(key);
       },
+      failure: () => (failure === undefined ? undefined : this.fail('upload', key, failure)),
     };
   }
 

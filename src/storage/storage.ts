@@ -20,6 +20,11 @@ export interface ObjectWriter {
   readonly stream: Writable;
   commit(): Promise<void>;
   abort(): Promise<void>;
+  /**
+   * Why the storage side failed, once abort() has resolved, when it did: an upload's own error, which the stream
+   * feeding it only sees as a generic abort.
+   */
+  failure?(): Error | undefined;
 }
 
 export interface WriteOptions {

@@ -37,7 +37,14 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
   const running = new Map<string, AbortController>();
   const kinds = (options.kinds ?? JOB_KINDS).filter((k) => jobs[k] !== undefined);
 
-  const guards = new BackupGuards(redisConnection(config), config.queuePrefix, config.hostConcurrency);
+  // The guards expire with the job lock: a backup whose worker died is run again after about
+  // PGSHELF_LOCK_DURATION, and must not then wait out a dead worker's guard (it was a fixed 60 s).
+  const guards = new BackupGuards(
+    redisConnection(config),
+    config.queuePrefix,
+    config.hostConcurrency,
+    config.lockDurationMs,
+  );
   const pruneQueue = createQueue(config, 'prune');
 
   /**

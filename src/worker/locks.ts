@@ -65,6 +65,9 @@ export class BackupGuards {
     private readonly ttlMs = 60_000,
   ) {
     this.redis = new Redis({ ...connection, maxRetriesPerRequest: 3, lazyConnect: true });
+    // The worker's queue connections already log Redis outages; without a listener ioredis prints a stack trace
+    // to stderr on every reconnect attempt.
+    this.redis.on('error', () => undefined);
   }
 
   private databaseKey(database: string): string {

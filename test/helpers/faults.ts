@@ -1,0 +1,45 @@
+/** What the fault tests check afterwards: what storage holds, and whether a restored table equals its source. */
+import type { Job, Queue } from 'bullmq';
+import { readdir, readFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import path from 'node:path';
+import { waitFor } from './cli.js';
+
+/** Every file under a storage folder, relative, sorted (temp files included: they start with '.'). */
+export async function storedFiles(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true });
+  return entries
+    .filter((e) => e.isFile())
+    .map((e) => path.relative(dir, path.join(e.parentPath, e.name)))
+    .sort();
+}
+
+export async function sha256File(file: string): Promise<string> {
+  return createHash('sha256')
+    .update(await readFile(file))
+    .digest('hex');
+}
+
+/**
+ * A table's content in one line: row count and an order-independent digest of its rows (md5 of each row's text,
+ * aggregated in order), cheap enough for tables of a few hundred MB.
+ */
+export const TABLE_DIGEST_SQL = (table: string): string =>
+  `SELECT count(*)::text AS n, md5(coalesce(string_agg(h, '' ORDER BY h), '')) AS md5
+   FROM (SELECT md5(t::text) AS h FROM ${table} t) s`;
+
+/** Waits for a job to settle; returns it reloaded, failing with its reason if it failed for good. */
+export async function settled(queue: Queue, id: string, timeoutMs = 60_000): Promise<Job> {
+  const state = await waitFor(
+    `job ${id} to finish`,
+    async () => {
+      const s = await queue.getJobState(id);
+      return s === 'completed' || s === 'failed' ? s : undefined;
+    },
+    timeoutMs,
+  );
+  const job = await queue.getJob(id);
+  if (!job) throw new Error(`job ${id} vanished`);
+  if (state === 'failed') throw new Error(`job ${id} failed: ${job.failedReason}`);
+  return job;
+}
