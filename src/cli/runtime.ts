@@ -1,5 +1,5 @@
 import { Job } from 'bullmq';
-import { loadConfig, type Config } from '../config.js';
+import { loadConfig, resolveTarget, storageIdentity, type Config } from '../config.js';
 import { ConfigError, errorMessage } from '../errors.js';
 import { createJobs } from '../jobs/index.js';
 import type { Progress } from '../jobs/context.js';
@@ -47,6 +47,12 @@ export class Runtime {
     return this.storageInstance;
   }
 
+  /** Commands that write say where, so a relative or mistyped folder shows before anything lands in it. */
+  announceStorage(): void {
+    const s = this.config.storage;
+    if (s.kind === 'file') process.stderr.write(`storage: folder ${s.root}\n`);
+  }
+
   async close(): Promise<void> {
     await this.storageInstance?.close();
   }
@@ -83,13 +89,20 @@ export class Runtime {
       }
     }
 
+    // The worker runs the job with its own settings; the job says which database and storage the command meant,
+    // and the worker refuses it when they are not its own.
+    const data = {
+      ...input,
+      database: resolveTarget(this.config, (input as { database?: string }).database).name,
+      storage: storageIdentity(this.config.storage),
+    };
     await checkRedis(this.config);
     const queue = createQueue(this.config, kind);
     const events = options.wait === false ? undefined : createQueueEvents(this.config, kind);
     try {
       await queue.waitUntilReady();
       if (events) await events.waitUntilReady();
-      const job = await queue.add(kind, input, {
+      const job = await queue.add(kind, data, {
         ...(options.priority !== undefined ? { priority: options.priority } : {}),
         ...(options.jobId !== undefined ? { jobId: options.jobId } : {}),
       });
@@ -125,7 +138,12 @@ export class Runtime {
   }
 }
 
-/** Prints `value` as one JSON document on stdout. */
-export function printJson(value: unknown): void {
-  process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+/** Prints `value`, a successful command's result, as one JSON document on stdout, marked `"ok": true`. */
+export function printJson(value: object): void {
+  process.stdout.write(JSON.stringify({ ok: true, ...value }, null, 2) + '\n');
+}
+
+/** What `--json` prints when a command fails, so a script reading stdout always gets one document. */
+export function printJsonError(name: string, message: string, exitCode: number): void {
+  process.stdout.write(JSON.stringify({ ok: false, error: { name, message, exitCode } }, null, 2) + '\n');
 }

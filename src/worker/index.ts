@@ -1,6 +1,6 @@
 import { DelayedError, UnrecoverableError, Worker, type Job } from 'bullmq';
-import { resolveTarget, type Config } from '../config.js';
-import { errorMessage, isRecoverable } from '../errors.js';
+import { resolveTarget, storageIdentity, type Config } from '../config.js';
+import { ConfigError, errorMessage, isRecoverable } from '../errors.js';
 import { createJobs } from '../jobs/index.js';
 import type { Logger } from '../logger.js';
 import { createQueue, JOB_KINDS, redisConnection, type JobKind } from '../queues.js';
@@ -29,6 +29,35 @@ export interface PgshelfWorker {
 
 /** How long a backup that must wait (same database running, server at its limit) waits before trying again. */
 const WAIT_MS = 10_000;
+
+/** What a queued job says it is for: set by `pgshelf` commands from their own settings. */
+interface JobTarget {
+  readonly database?: unknown;
+  readonly storage?: unknown;
+}
+
+/**
+ * A job runs with this worker's settings, so it runs only when they are the ones the command asked for: the same
+ * storage, and a database this worker knows. Anything else fails at once, naming both sides, never silently
+ * running on something else. (Jobs without these fields, from older commands, mean the worker's own.)
+ */
+export function checkJobTarget(config: Config, kind: JobKind, data: JobTarget): void {
+  const own = storageIdentity(config.storage);
+  if (typeof data.storage === 'string' && data.storage !== own) {
+    throw new ConfigError(
+      `this worker writes to ${own}; the job asked for ${data.storage}: start a worker with ` +
+        `PGSHELF_STORAGE set as the command's (and the same S3_ENDPOINT), or run the ${kind} with --in-process`,
+    );
+  }
+  if (typeof data.database === 'string' && !config.databases.some((d) => d.name === data.database)) {
+    const known = config.databases.map((d) => d.name).join(', ') || 'none';
+    throw new ConfigError(
+      `this worker does not ${kind === 'backup' ? 'back up' : `${kind} backups of`} database ` +
+        `"${data.database}": it knows ${known} — start a worker with POSTGRES_DB=${data.database} or list it ` +
+        'in PGSHELF_CONFIG',
+    );
+  }
+}
 
 /** BullMQ adapter: one Worker per queue, each turning a BullMQ job into a call of the plain job function. */
 export function startWorker(options: WorkerOptions): PgshelfWorker {
@@ -77,7 +106,7 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
       await pruneQueue
         .add(
           'prune',
-          { database: target.name },
+          { database: target.name, storage: storageIdentity(config.storage) },
           { jobId: `prune--${encodeURIComponent(target.name)}--${id}` },
         )
         .catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'could not enqueue the prune job'));
@@ -95,6 +124,7 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
       running.set(key, abort);
       const log = logger.child({ queue: kind, jobId: job.id, attempt: job.attemptsMade + 1 });
       try {
+        checkJobTarget(config, kind, job.data as JobTarget);
         const call = (): Promise<unknown> =>
           run(job.data, {
             signal: abort.signal,
