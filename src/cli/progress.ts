@@ -35,6 +35,13 @@ export class ProgressLine {
     }
   }
 
+  /** A message about the job (a retry, a restart), on a line of its own. */
+  note(message: string): void {
+    if (this.drawn) this.out.write('\r\x1b[2K');
+    this.drawn = false;
+    this.out.write(`${message}\n`);
+  }
+
   /** Ends the rewritten line so later output starts on a fresh one. */
   done(): void {
     if (this.drawn) this.out.write('\n');

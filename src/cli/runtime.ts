@@ -1,12 +1,11 @@
-import { Job } from 'bullmq';
 import { loadConfig, resolveTarget, storageIdentity, type Config } from '../config.js';
-import { ConfigError, errorMessage } from '../errors.js';
+import { ConfigError } from '../errors.js';
 import { createJobs } from '../jobs/index.js';
-import type { Progress } from '../jobs/context.js';
 import { createLogger, type Logger } from '../logger.js';
 import { checkRedis, createQueue, createQueueEvents, type JobKind } from '../queues.js';
 import { createStorage, type Storage } from '../storage/index.js';
 import { ProgressLine } from './progress.js';
+import { waitForJob } from './queued.js';
 
 export interface SubmitOptions {
   readonly inProcess?: boolean;
@@ -17,15 +16,7 @@ export interface SubmitOptions {
   readonly jobId?: string;
 }
 
-/** Thrown to end a command with an exit code after its message has been printed. */
-export class CommandFailed extends Error {
-  constructor(
-    message: string,
-    readonly exitCode: number,
-  ) {
-    super(message);
-  }
-}
+export { CommandFailed } from './queued.js';
 
 export class Runtime {
   private storageInstance: Storage | undefined;
@@ -110,27 +101,10 @@ export class Runtime {
       if ((await queue.getWorkersCount()) === 0) {
         process.stderr.write(
           `job ${job.id} is queued on "${kind}" but no worker is running: start one with \`pgshelf worker\` ` +
-            '(or press Ctrl-C and use --in-process)\n',
+            '(or press Ctrl-C, which takes it off the queue, and use --in-process)\n',
         );
       }
-      const onProgress = ({ jobId, data }: { jobId: string; data: unknown }): void => {
-        if (jobId === job.id && data && typeof data === 'object' && 'phase' in data)
-          progress.update(data as Progress);
-      };
-      events.on('progress', onProgress);
-      try {
-        const result = (await job.waitUntilFinished(events)) as R;
-        return { jobId: job.id, result };
-      } catch (err) {
-        const failed = job.id ? await Job.fromId(queue, job.id) : undefined;
-        throw new CommandFailed(
-          `${kind} job ${job.id} failed: ${failed?.failedReason ?? errorMessage(err)}`,
-          1,
-        );
-      } finally {
-        events.off('progress', onProgress);
-        progress.done();
-      }
+      return { jobId: job.id, result: await waitForJob<R>(kind, queue, events, job, progress) };
     } finally {
       await events?.close();
       await queue.close();

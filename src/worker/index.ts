@@ -3,7 +3,7 @@ import { resolveTarget, storageIdentity, type Config } from '../config.js';
 import { ConfigError, errorMessage, isRecoverable } from '../errors.js';
 import { createJobs } from '../jobs/index.js';
 import type { Logger } from '../logger.js';
-import { createQueue, JOB_KINDS, redisConnection, type JobKind } from '../queues.js';
+import { createQueue, JOB_KINDS, redisConnection, retryDelay, type JobKind } from '../queues.js';
 import type { Storage } from '../storage/index.js';
 import { BackupGuards } from './locks.js';
 
@@ -156,6 +156,8 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
       lockDuration: config.lockDurationMs,
       stalledInterval: Math.max(1000, Math.floor(config.lockDurationMs / 2)),
       maxStalledCount: 2,
+      // Jobs ask for backoff type 'pgshelf' (older ones for 'exponential', which BullMQ computes itself).
+      settings: { backoffStrategy: (attemptsMade: number) => retryDelay(config, attemptsMade) },
     });
     worker.on('error', (err) => logger.error({ err: errorMessage(err), queue: kind }, 'worker error'));
     return worker;
