@@ -23,6 +23,8 @@ export interface PgSettings {
   /** User that runs createdb for restores; defaults to `user`. */
   readonly adminUser: string | undefined;
   readonly adminPassword: string | undefined;
+  /** Where a PGSHELF_CONFIG entry came from (file and entry), for hints; undefined for POSTGRES_* and --db. */
+  readonly origin?: string | undefined;
 }
 
 export interface Retention {
@@ -383,11 +385,14 @@ export function parseStorage(env: Env, cwd: string): StorageSettings {
   return Object.freeze({ kind: 'file', url: `file://${root}`, root });
 }
 
-/** The storage as a job records it: its URL, and the endpoint for S3-compatible services. */
+/**
+ * The storage as a job records it and a worker logs it: its URL, and the endpoint for S3-compatible services
+ * (with any password in it masked: this goes to Redis and to logs).
+ */
 export function storageIdentity(storage: StorageSettings): string {
-  return storage.kind === 's3' && storage.endpoint
-    ? `${storage.url} at ${storage.endpoint.replace(/\/+$/, '')}`
-    : storage.url;
+  if (storage.kind !== 's3' || !storage.endpoint) return storage.url;
+  const endpoint = storage.endpoint.replace(/\/+$/, '').replace(/^(\w+:\/\/[^/:@]*):[^/@]*@/, '$1:***@');
+  return `${storage.url} at ${endpoint}`;
 }
 
 const RETENTION_VARS = [
@@ -563,5 +568,9 @@ export function resolveTarget(config: Config, name?: string): DatabaseTarget {
     config.databases.find((d) => d.name === config.defaultDatabase) ??
     config.databases[0] ??
     config.envDefaults;
-  return Object.freeze({ ...base, name, postgres: Object.freeze({ ...base.postgres, database: name }) });
+  return Object.freeze({
+    ...base,
+    name,
+    postgres: Object.freeze({ ...base.postgres, database: name, origin: undefined }),
+  });
 }

@@ -165,8 +165,16 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
   const ready = Promise.all(workers.map((w) => w.waitUntilReady())).then(
     () =>
       logger.info(
-        { queues: kinds, concurrency: config.concurrency, prefix: config.queuePrefix },
-        'worker started',
+        {
+          queues: kinds,
+          concurrency: config.concurrency,
+          prefix: config.queuePrefix,
+          // What it will run: jobs for other storage or other databases are refused (checkJobTarget).
+          storage: storageIdentity(config.storage),
+          databases: config.databases.map((d) => d.name),
+        },
+        `worker started: storage ${storageIdentity(config.storage)}, databases ` +
+          config.databases.map((d) => d.name).join(', '),
       ),
     (err: unknown) => logger.error({ err: errorMessage(err) }, 'worker cannot reach Redis'),
   );

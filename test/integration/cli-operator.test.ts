@@ -1,5 +1,5 @@
 /** What an operator types is what runs: mistyped storage, databases given by --db alone, JSON on failure. */
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Env } from '../../src/config.js';
@@ -108,6 +108,19 @@ describe('POSTGRES_DB only where a database is needed', () => {
       expect(res.code, args.join(' ')).toBe(2);
       expect(res.stderr).toMatch(/^pgshelf: no database given: pass --db NAME.* set POSTGRES_DB/m);
     }
+  });
+});
+
+describe('--help', () => {
+  it('lists PGSHELF_LOCK_DURATION and the log level default as the README gives it', async () => {
+    const res = await runCli(['--help'], {});
+    expect(res.code).toBe(0);
+    expect(res.stdout).toMatch(/^ {2}PGSHELF_LOCK_DURATION +seconds after which .* \(default: 60\)$/m);
+    expect(res.stdout).toMatch(
+      /^ {2}PGSHELF_LOG_LEVEL +trace, .* \(default: info for workers, warn for commands\)$/m,
+    );
+    const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8');
+    expect(readme).toMatch(/\| `PGSHELF_LOG_LEVEL` +\| `info` for workers, `warn` for commands +\|/);
   });
 });
 

@@ -31,6 +31,10 @@ describe('queued jobs carry the command’s database and storage', () => {
     const { dir, env } = await workerFixture(defer);
     const w = daemon('worker', env, defer);
     await waitFor('worker to start', () => w.stderr().includes('worker started'));
+    // The worker says what it serves.
+    expect(w.stderr()).toContain(
+      `"msg":"worker started: storage file://${dir}, databases ${env.POSTGRES_DB}"`,
+    );
     const other = await tempDir();
     defer(() => rm(other, { recursive: true, force: true }));
 

@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { loadConfig, parseDbEcho, requireDatabases, resolveTarget } from '../../src/config.js';
+import { readFile } from 'node:fs/promises';
+import {
+  loadConfig,
+  parseDbEcho,
+  requireDatabases,
+  resolveTarget,
+  SETTINGS,
+  storageIdentity,
+} from '../../src/config.js';
 import { ConfigError } from '../../src/errors.js';
 
 const base = { POSTGRES_DB: 'fractal_db' };
@@ -158,6 +166,30 @@ describe('loadConfig', () => {
     expect(load).toThrow(
       /e\.g\. PGSHELF_STORAGE=file:\/\/\/var\/backups\/pgshelf or PGSHELF_STORAGE=s3:\/\/my-bucket/,
     );
+  });
+});
+
+describe('storageIdentity', () => {
+  it('names the S3 endpoint, with any password in it masked', () => {
+    const c = loadConfig({
+      ...base,
+      PGSHELF_STORAGE: 's3://b-1/pg',
+      S3_ENDPOINT: 'http://key:secret@minio:9000/',
+    });
+    expect(storageIdentity(c.storage)).toBe('s3://b-1/pg at http://key:***@minio:9000');
+    expect(storageIdentity(loadConfig({ ...base, PGSHELF_STORAGE: '/srv/b' }).storage)).toBe('file:///srv/b');
+  });
+});
+
+describe('SETTINGS', () => {
+  it('lists every variable loadConfig reads, so --help and the README show them all', async () => {
+    const source = await readFile(new URL('../../src/config.ts', import.meta.url), 'utf8');
+    const read = new Set(
+      [...source.matchAll(/\b(?:str|parseInteger|parseBool)\(env, '([A-Z0-9_]+)'/g)].map((m) => m[1]!),
+    );
+    const listed = new Set(SETTINGS.map((s) => s.name));
+    expect([...read].filter((n) => !listed.has(n) && !n.startsWith('AWS_'))).toEqual([]);
+    expect(listed.has('PGSHELF_LOCK_DURATION')).toBe(true);
   });
 });
 
