@@ -71,6 +71,12 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+// `pgshelf list | head` closes stdout early: that is the reader's choice, not a failure to report.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw err;
+});
+
 main(process.argv).then(
   (code) => {
     process.exitCode = code;
