@@ -55,6 +55,31 @@ describe('Ctrl-C on a waiting command', () => {
   });
 });
 
+describe('a job whose worker stopped', () => {
+  it('the waiting command says it starts again on another worker', async () => {
+    const { db, env } = await workerFixture(defer, { env: { PGSHELF_LOCK_DURATION: '2' } });
+    const lock = await lockTable(db, 'app.orders');
+    defer(() => lock.release());
+    const first = daemon('worker', env, defer);
+    const cli = startCli(['backup'], env);
+    defer(async () => {
+      if (cli.child.exitCode === null) cli.child.kill('SIGKILL');
+      await cli.done;
+    });
+    await waitFor('pg_dump to block on the lock', () => dumpIsWaiting(db));
+    first.child.kill('SIGKILL');
+    await first.done;
+    daemon('worker', env, defer);
+    await waitFor('the command to report the restart', () =>
+      cli
+        .stderr()
+        .includes('backup job 1: its worker stopped while running it; it starts again on another worker'),
+    );
+    const job = await backupQueue(env).getJob('1');
+    expect(job?.attemptsMade).toBe(0); // a stall is not a failed attempt
+  });
+});
+
 describe('retries', () => {
   it('a missing S3 bucket fails the job on its first attempt', async () => {
     const { env } = await workerFixture(defer, {
