@@ -44,6 +44,11 @@ describe('PGSHELF_STORAGE typos', () => {
     const ok = await runCli(['backup', '--in-process'], { ...pgEnv(db), PGSHELF_STORAGE: 'shelf' }, cwd);
     expect(ok.code, ok.stderr).toBe(0);
     expect(ok.stderr).toContain(`storage: folder ${path.join(cwd, 'shelf')}\n`);
+    // stderr is a pipe here: progress lines say they are progress, and the last one says it is the last.
+    const progress = ok.stderr.split('\n').filter((l) => l.includes('dumped'));
+    expect(progress.length).toBeGreaterThan(0);
+    expect(progress.every((l) => l.startsWith('progress: dump: '))).toBe(true);
+    expect(progress.at(-1)).toMatch(/ \(final\)$/);
     expect((await readdir(path.join(cwd, 'shelf', db), { recursive: true })).length).toBeGreaterThan(0);
   });
 
@@ -107,6 +112,14 @@ describe('POSTGRES_DB only where a database is needed', () => {
       const res = await runCli(args, env);
       expect(res.code, args.join(' ')).toBe(2);
       expect(res.stderr).toMatch(/^pgshelf: no database given: pass --db NAME.* set POSTGRES_DB/m);
+    }
+    // A worker and the scheduler serve the databases they know, so they need one.
+    for (const daemon of ['worker', 'scheduler']) {
+      const res = await runCli([daemon], env);
+      expect(res.code, daemon).toBe(2);
+      expect(res.stderr).toMatch(
+        /^pgshelf: POSTGRES_DB is not set: (a worker|the scheduler) needs the databases/,
+      );
     }
   });
 });
