@@ -63,7 +63,11 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (err instanceof CommandFailed) {
       process.stderr.write(`pgshelf: ${err.message}\n`);
-      return fail('JobFailed', err.message, err.exitCode);
+      return fail(
+        err.exitCode === 130 || err.exitCode === 143 ? 'Interrupted' : 'JobFailed',
+        err.message,
+        err.exitCode,
+      );
     }
     const code = err instanceof ConfigError ? 2 : 1;
     process.stderr.write(`pgshelf: ${errorMessage(err)}\n`);

@@ -18,12 +18,16 @@ export class CommandFailed extends Error {
 /** States in which no worker has taken the job yet, so removing it means it never runs. */
 const NOT_STARTED = new Set(['waiting', 'delayed', 'prioritized', 'waiting-children']);
 
-class Interrupted extends Error {}
+class Interrupted extends Error {
+  constructor(readonly signal: NodeJS.Signals) {
+    super(`interrupted by ${signal}`);
+  }
+}
 
 /**
  * Waits until a worker finishes `job`, relaying its progress, its retries ("attempt 2 of 3 after: ...") and a
  * restart after its worker stopped. Ctrl-C (or SIGTERM) removes the job when no worker has started it, or says
- * that it goes on; the command then exits 130 either way.
+ * that it goes on; the command then exits 130 either way (143 for SIGTERM).
  */
 export async function waitForJob<R>(
   kind: JobKind,
@@ -59,11 +63,11 @@ export async function waitForJob<R>(
         `${kind} job ${id}: its worker stopped while running it; it starts again on another worker`,
       );
   };
-  let interrupt: (() => void) | undefined;
+  let interrupt: ((signal: NodeJS.Signals) => void) | undefined;
   const interrupted = new Promise<never>((_, reject) => {
-    interrupt = () => reject(new Interrupted());
+    interrupt = (signal) => reject(new Interrupted(signal));
   });
-  const onSignal = (): void => interrupt?.();
+  const onSignal = (signal: NodeJS.Signals): void => interrupt?.(signal);
   events.on('progress', onProgress);
   events.on('delayed', onRetry);
   events.on('waiting', onRetry);
@@ -75,7 +79,7 @@ export async function waitForJob<R>(
   try {
     return (await Promise.race([finished, interrupted])) as R;
   } catch (err) {
-    if (err instanceof Interrupted) throw await leave(kind, queue, id);
+    if (err instanceof Interrupted) throw await leave(kind, queue, id, err.signal === 'SIGTERM' ? 143 : 130);
     const failed = await Job.fromId(queue, id);
     throw new CommandFailed(`${kind} job ${id} failed: ${failed?.failedReason ?? errorMessage(err)}`, 1);
   } finally {
@@ -90,7 +94,7 @@ export async function waitForJob<R>(
 }
 
 /** After Ctrl-C: take the job off the queue if it has not started, else say plainly where it stands. */
-async function leave(kind: JobKind, queue: Queue, id: string): Promise<CommandFailed> {
+async function leave(kind: JobKind, queue: Queue, id: string, exitCode: number): Promise<CommandFailed> {
   const job = await Job.fromId(queue, id);
   const state = job ? await job.getState() : 'unknown';
   if (job && NOT_STARTED.has(state)) {
@@ -98,7 +102,7 @@ async function leave(kind: JobKind, queue: Queue, id: string): Promise<CommandFa
       await job.remove();
       return new CommandFailed(
         `interrupted: removed ${kind} job ${id} from the queue (${state}); no worker had started it`,
-        130,
+        exitCode,
       );
     } catch {
       // A worker took it in the meantime (a running job is locked): it goes on, as below.
@@ -111,6 +115,6 @@ async function leave(kind: JobKind, queue: Queue, id: string): Promise<CommandFa
       : 'is running on a worker and goes on there';
   return new CommandFailed(
     `interrupted: ${kind} job ${id} ${where}; find it in the "${kind}" queue by its id`,
-    130,
+    exitCode,
   );
 }

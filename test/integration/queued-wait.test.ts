@@ -31,6 +31,17 @@ describe('Ctrl-C on a waiting command', () => {
     );
     expect(await q.getJob('1')).toBeUndefined();
     expect(await q.getJobCounts()).toMatchObject({ waiting: 0, delayed: 0, active: 0, prioritized: 0 });
+    // SIGTERM does the same (exit 143), and --json says so as a document.
+    const json = startCli(['backup', '--json'], env);
+    await waitFor('the command to wait', () => json.stderr().includes('no worker is running'));
+    json.child.kill('SIGTERM');
+    const jres = await json.done;
+    expect(jres.code, jres.stderr).toBe(143);
+    expect(JSON.parse(jres.stdout)).toMatchObject({
+      ok: false,
+      error: { name: 'Interrupted', exitCode: 143 },
+    });
+    expect(await q.getJobCounts()).toMatchObject({ waiting: 0, delayed: 0, active: 0, prioritized: 0 });
     // A worker started afterwards finds nothing to do.
     const w = daemon('worker', env, defer);
     await waitFor('worker to start', () => w.stderr().includes('worker started'));
