@@ -2,7 +2,7 @@
 # The PostgreSQL client tools of several majors are installed from the PostgreSQL project's apt repository, so
 # pgshelf can pick the pg_dump/psql that matches each server's major version exactly (a newer pg_dump writes
 # settings an older server rejects on restore; an older one refuses to dump a newer server).
-FROM node:22-bookworm-slim AS build
+FROM node:22.19.0-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund
@@ -10,7 +10,7 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 RUN npx tsc -p tsconfig.build.json && npm prune --omit=dev
 
-FROM node:22-bookworm-slim
+FROM node:22.19.0-bookworm-slim
 ARG PG_MAJORS="13 14 15 16 17"
 RUN set -eux; \
     apt-get update; \

@@ -57,9 +57,21 @@ const EXAMPLES: Record<string, string> = {
   drill_schedule: 'drill_schedule: "0 5 * * 0"',
   timezone: 'timezone: Europe/Paris',
   retention: 'retention: { keep_last: 7, daily: 7, weekly: 4, monthly: 12, yearly: 0, min_keep: 3 }',
+  keep_last: 'keep_last: 7',
+  daily: 'daily: 7',
+  weekly: 'weekly: 4',
+  monthly: 'monthly: 12',
+  yearly: 'yearly: 2',
+  min_keep: 'min_keep: 3',
+  defaults: 'defaults:\n  host: db.internal',
+  databases: 'databases:\n  - name: app',
 };
 
 type Plain = Record<string, unknown>;
+
+function example(key: string): string {
+  return EXAMPLES[key] ?? `${key}: value`;
+}
 
 /** Settings a database inherits when its entry does not say otherwise. */
 export interface Inherited {
@@ -87,8 +99,11 @@ export function parseConfigFile(
     new ConfigError(`${at(node)}: ${message}`);
   if (doc.errors.length > 0) {
     const e = doc.errors[0]!;
+    // Without prettyErrors the error carries only offsets: the line comes from the line counter.
+    const line = e.linePos?.[0]?.line ?? lines.linePos(e.pos[0]).line;
     throw new ConfigError(
-      `${file}:${e.linePos?.[0]?.line ?? '?'}: not valid YAML: ${e.message.split('\n')[0]}`,
+      `${file}:${line}: not valid YAML: ${e.message.split('\n')[0]} (check the indentation: entries of a ` +
+        'list or mapping line up, with spaces, not tabs)',
     );
   }
   const root = doc.contents;
@@ -127,7 +142,8 @@ export function parseConfigFile(
     const s = applyEntry(item, base, where, env, fail, validateTimezone);
     return Object.freeze({
       name,
-      postgres: Object.freeze({ ...s.postgres, database: name }),
+      // Named in connection errors, so a hint points at this entry rather than at POSTGRES_DB.
+      postgres: Object.freeze({ ...s.postgres, database: name, origin: `${file}: ${where} (name: ${name})` }),
       schedule: s.schedule,
       timezone: s.timezone,
       retention: s.retention,
@@ -149,7 +165,7 @@ function checkKeys(
       throw fail(
         pair.key as Node,
         `unknown key "${key}" in ${where}${close ? `; did you mean "${close}"?` : '.'} Expected one of ` +
-          `${allowed.join(', ')}, e.g. ${EXAMPLES[close ?? allowed[allowed.length - 1]!] ?? ''}`,
+          `${allowed.join(', ')}, e.g. ${example(close ?? allowed[allowed.length - 1]!)}`,
       );
     }
   }
@@ -168,7 +184,7 @@ function applyEntry(
     const n = node(key);
     if (n === undefined) return undefined;
     if (!isScalar(n) || (typeof n.value !== 'string' && typeof n.value !== 'number') || n.value === '') {
-      throw fail(n, `${where}.${key} must be a text value, e.g. ${EXAMPLES[key] ?? `${key}: value`}`);
+      throw fail(n, `${where}.${key} must be a text value, e.g. ${example(key)}`);
     }
     return String(n.value);
   };

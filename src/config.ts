@@ -23,6 +23,8 @@ export interface PgSettings {
   /** User that runs createdb for restores; defaults to `user`. */
   readonly adminUser: string | undefined;
   readonly adminPassword: string | undefined;
+  /** Where a PGSHELF_CONFIG entry came from (file and entry), for hints; undefined for POSTGRES_* and --db. */
+  readonly origin?: string | undefined;
 }
 
 export interface Retention {
@@ -71,9 +73,12 @@ export interface S3Credentials {
 }
 
 export interface Config {
-  /** The default database (POSTGRES_*), or undefined when only PGSHELF_CONFIG lists databases. */
+  /** The default database (POSTGRES_*), or undefined when only PGSHELF_CONFIG lists databases (or none does). */
   readonly defaultDatabase: string | undefined;
+  /** The databases this process knows: POSTGRES_DB and PGSHELF_CONFIG's entries. May be empty. */
   readonly databases: readonly DatabaseTarget[];
+  /** POSTGRES_* connection and PGSHELF_* schedule settings, the base for `--db NAME` when nothing else is. */
+  readonly envDefaults: Omit<DatabaseTarget, 'name'>;
   readonly dbEcho: boolean;
   readonly redisUrl: string;
   readonly storage: StorageSettings;
@@ -115,7 +120,11 @@ interface SettingDoc {
 
 /** Every environment variable pgshelf reads, for the README and `pgshelf --help`. */
 export const SETTINGS: readonly SettingDoc[] = [
-  { name: 'POSTGRES_DB', default: 'required', meaning: 'database to back up (the default target)' },
+  {
+    name: 'POSTGRES_DB',
+    default: 'none',
+    meaning: 'database to back up (the default target; needed where no --db is given, and by workers)',
+  },
   { name: 'POSTGRES_HOST', default: 'localhost', meaning: 'host name, or a UNIX socket directory' },
   { name: 'POSTGRES_PORT', default: '5432', meaning: 'port' },
   { name: 'POSTGRES_USER', default: 'libpq default', meaning: 'user that dumps and owns restored databases' },
@@ -167,7 +176,16 @@ export const SETTINGS: readonly SettingDoc[] = [
   { name: 'PGSHELF_QUEUE_PREFIX', default: 'pgshelf', meaning: 'BullMQ key prefix' },
   { name: 'PGSHELF_CONCURRENCY', default: '1', meaning: 'jobs one worker runs at once' },
   { name: 'PGSHELF_ATTEMPTS', default: '3', meaning: 'tries per job for transient failures' },
-  { name: 'PGSHELF_RETRY_DELAY', default: '30', meaning: 'seconds before the first retry (then doubling)' },
+  {
+    name: 'PGSHELF_RETRY_DELAY',
+    default: '30',
+    meaning: "seconds before the first retry (then doubling); the worker's setting applies",
+  },
+  {
+    name: 'PGSHELF_LOCK_DURATION',
+    default: '60',
+    meaning: 'seconds after which a job whose worker died is run again',
+  },
   {
     name: 'PGSHELF_SHUTDOWN_GRACE',
     default: '30',
@@ -177,7 +195,11 @@ export const SETTINGS: readonly SettingDoc[] = [
   { name: 'PGSHELF_HTTP_PORT', default: '9187', meaning: '`pgshelf serve` port' },
   { name: 'PGSHELF_CONFIG', default: 'none', meaning: 'YAML file listing several databases' },
   { name: 'PGSHELF_PG_BIN', default: 'auto', meaning: 'directory with pg_dump, psql and createdb' },
-  { name: 'PGSHELF_LOG_LEVEL', default: 'info', meaning: 'trace, debug, info, warn, error' },
+  {
+    name: 'PGSHELF_LOG_LEVEL',
+    default: 'info for workers, warn for commands',
+    meaning: 'trace, debug, info, warn, error, silent',
+  },
 ];
 
 function invalid(name: string, value: string, expected: string, example: string): ConfigError {
@@ -301,9 +323,15 @@ function s3Credentials(env: Env): S3Credentials | undefined {
   return Object.freeze({ accessKeyId, secretAccessKey, ...(sessionToken ? { sessionToken } : {}) });
 }
 
+/**
+ * PGSHELF_STORAGE: `s3://bucket/prefix`, `file:///absolute/folder`, `file://./relative`, or a plain path that
+ * looks like one. Anything else is refused rather than taken as a folder name: `s3:/bucket` or `file:/tmp/x`
+ * would otherwise quietly become a folder under the current directory.
+ */
 export function parseStorage(env: Env, cwd: string): StorageSettings {
   const raw = str(env, 'PGSHELF_STORAGE') ?? 'file://./backups';
   const example = 'file:///var/backups/pgshelf or PGSHELF_STORAGE=s3://my-bucket/pgshelf';
+  const bad = (why: string): ConfigError => invalid('PGSHELF_STORAGE', raw, why, example);
   // S3 settings are checked even for folder storage, so a typo shows up before the day someone switches.
   const endpoint = str(env, 'S3_ENDPOINT');
   if (endpoint !== undefined && !/^https?:\/\/[^/\s]+/.test(endpoint)) {
@@ -311,13 +339,15 @@ export function parseStorage(env: Env, cwd: string): StorageSettings {
   }
   const forcePathStyle = parseBool(env, 'S3_FORCE_PATH_STYLE', endpoint !== undefined);
   const maxParts = parseInteger(env, 'PGSHELF_S3_MAX_PARTS', 10_000, 1, 10_000, '1000');
+  if (raw !== raw.trim()) throw bad('it has spaces around it (quoting in a .env file?); remove them');
+  if (/\p{Cc}/u.test(raw)) throw bad('it contains a control character');
   if (raw.startsWith('s3://')) {
     const rest = raw.slice('s3://'.length);
     const slash = rest.indexOf('/');
     const bucket = slash === -1 ? rest : rest.slice(0, slash);
     const prefix = slash === -1 ? '' : rest.slice(slash + 1).replace(/^\/+|\/+$/g, '');
     if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) {
-      throw invalid('PGSHELF_STORAGE', raw, `"${bucket}" is not a valid S3 bucket name`, example);
+      throw bad(`"${bucket}" is not a valid S3 bucket name`);
     }
     return Object.freeze({
       kind: 's3',
@@ -334,14 +364,35 @@ export function parseStorage(env: Env, cwd: string): StorageSettings {
   let dir: string;
   if (raw.startsWith('file://')) {
     dir = raw.slice('file://'.length);
-    if (dir === '') throw invalid('PGSHELF_STORAGE', raw, 'file:// needs a folder', example);
-  } else if (/^[a-z][a-z0-9+.-]*:\/\//i.test(raw)) {
-    throw invalid('PGSHELF_STORAGE', raw, 'only file:// and s3:// storage are supported', example);
+    if (dir === '') throw bad('file:// needs a folder');
+    if (!/^(\/|\.\.?\/|\.\.?$)/.test(dir)) {
+      throw bad(
+        `file:// is followed by "${dir}", which is not a path: write file:///absolute/folder or ` +
+          'file://./relative/folder',
+      );
+    }
+    dir = decodeURIComponent(dir);
+  } else if (/^[A-Za-z][A-Za-z0-9+.-]*:/.test(raw)) {
+    // s3:/bucket, file:/tmp/x, file:relative, http://...: a mistyped or unsupported URL, not a folder name.
+    throw bad('only s3://bucket/prefix and file:///folder are supported (note the two slashes)');
+  } else if (raw.includes(':') || raw.includes('//')) {
+    // s3//bucket (a colon lost) and the like: a plain path needs neither.
+    throw bad('it looks like a mistyped URL; a folder is written /absolute/path or ./relative/path');
   } else {
-    dir = raw; // a plain path is a folder too
+    dir = raw; // a plain path: /abs, ./rel, ../rel or a bare relative name
   }
-  const root = path.resolve(cwd, decodeURIComponent(dir));
+  const root = path.resolve(cwd, dir);
   return Object.freeze({ kind: 'file', url: `file://${root}`, root });
+}
+
+/**
+ * The storage as a job records it and a worker logs it: its URL, and the endpoint for S3-compatible services
+ * (with any password in it masked: this goes to Redis and to logs).
+ */
+export function storageIdentity(storage: StorageSettings): string {
+  if (storage.kind !== 's3' || !storage.endpoint) return storage.url;
+  const endpoint = storage.endpoint.replace(/\/+$/, '').replace(/^(\w+:\/\/[^/:@]*):[^/@]*@/, '$1:***@');
+  return `${storage.url} at ${endpoint}`;
 }
 
 const RETENTION_VARS = [
@@ -385,12 +436,6 @@ export function loadConfig(env: Env = process.env, options: LoadOptions = {}): C
   const cwd = options.cwd ?? process.cwd();
   const defaultDatabase = str(env, 'POSTGRES_DB');
   const configFile = str(env, 'PGSHELF_CONFIG');
-  if (defaultDatabase === undefined && configFile === undefined) {
-    throw new ConfigError(
-      'POSTGRES_DB is not set: set it to the database to back up, e.g. POSTGRES_DB=fractal_db ' +
-        '(or list databases in a YAML file named by PGSHELF_CONFIG)',
-    );
-  }
   const timezone = validateTimezone(str(env, 'PGSHELF_TIMEZONE') ?? 'UTC', 'PGSHELF_TIMEZONE');
   const schedule = str(env, 'PGSHELF_SCHEDULE') ?? '0 2 * * *';
   validateCron(schedule, 'PGSHELF_SCHEDULE');
@@ -452,6 +497,7 @@ export function loadConfig(env: Env = process.env, options: LoadOptions = {}): C
   return Object.freeze({
     defaultDatabase,
     databases: Object.freeze(databases),
+    envDefaults: Object.freeze({ postgres: envPg, schedule, timezone, retention, drillSchedule }),
     dbEcho: parseDbEcho(env.DB_ECHO),
     redisUrl,
     storage: parseStorage(env, cwd),
@@ -486,24 +532,45 @@ export function loadConfig(env: Env = process.env, options: LoadOptions = {}): C
 }
 
 /**
+ * What a command that needs a database says when it has none. POSTGRES_DB is needed only then: `list --all`,
+ * `backup --db x` and the like work without it.
+ */
+export function noDatabaseError(): ConfigError {
+  return new ConfigError(
+    'no database given: pass --db NAME, or set POSTGRES_DB to the database to back up, e.g. ' +
+      'POSTGRES_DB=fractal_db (or list databases in a YAML file named by PGSHELF_CONFIG)',
+  );
+}
+
+/** `pgshelf worker` and `pgshelf scheduler` serve the databases they know, so they need at least one. */
+export function requireDatabases(config: Config, who: string): void {
+  if (config.databases.length === 0) {
+    throw new ConfigError(
+      `POSTGRES_DB is not set: ${who} needs the databases it serves: set it to the database to back up, e.g. ` +
+        'POSTGRES_DB=fractal_db (or list databases in a YAML file named by PGSHELF_CONFIG)',
+    );
+  }
+}
+
+/**
  * The target for `--db NAME`: a database listed in the config, or the default connection pointed at NAME
  * (same host, port and users).
  */
 export function resolveTarget(config: Config, name?: string): DatabaseTarget {
   if (name === undefined || name === '') {
     const first = config.databases.find((d) => d.name === config.defaultDatabase) ?? config.databases[0];
-    if (!first) {
-      throw new ConfigError(
-        'no database given: pass --db NAME or set POSTGRES_DB, e.g. POSTGRES_DB=fractal_db',
-      );
-    }
+    if (!first) throw noDatabaseError();
     return first;
   }
   const listed = config.databases.find((d) => d.name === name);
   if (listed) return listed;
-  const base = config.databases.find((d) => d.name === config.defaultDatabase) ?? config.databases[0];
-  if (!base) {
-    throw new ConfigError(`database "${name}" is not listed in ${config.configFile ?? 'PGSHELF_CONFIG'}`);
-  }
-  return Object.freeze({ ...base, name, postgres: Object.freeze({ ...base.postgres, database: name }) });
+  const base =
+    config.databases.find((d) => d.name === config.defaultDatabase) ??
+    config.databases[0] ??
+    config.envDefaults;
+  return Object.freeze({
+    ...base,
+    name,
+    postgres: Object.freeze({ ...base.postgres, database: name, origin: undefined }),
+  });
 }

@@ -73,6 +73,11 @@ export class ManifestSignatureError extends PgshelfError {
 /** Storage could not be reached or refused a request. Usually transient. */
 export class StorageError extends PgshelfError {}
 
+/** Storage refused a request in a way no retry fixes: no such bucket, access denied, bad credentials. */
+export class StorageRefusedError extends StorageError {
+  override readonly recoverable = false;
+}
+
 /** The job was aborted (shutdown, cancellation). */
 export class AbortedError extends PgshelfError {
   constructor(message = 'the job was aborted', options?: ErrorOptions) {

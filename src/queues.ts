@@ -22,11 +22,22 @@ export function redisConnection(config: Config): RedisOptions {
   };
 }
 
+/**
+ * The backoff type of every job: the worker that runs a job computes its delay from its own PGSHELF_RETRY_DELAY
+ * (see retryDelay), since a delay fixed by whoever queued the job would ignore the worker's setting.
+ */
+export const BACKOFF_TYPE = 'pgshelf';
+
+/** Delay before retry number `attemptsMade` (1 for the first): PGSHELF_RETRY_DELAY, doubling each time. */
+export function retryDelay(config: Config, attemptsMade: number): number {
+  return Math.round(2 ** Math.max(0, attemptsMade - 1) * config.retryDelayMs);
+}
+
 /** Retries with exponential backoff; finished jobs are kept a while for `pgshelf` and the dashboard. */
 export function defaultJobOptions(config: Config, kind: JobKind): JobsOptions {
   return {
     attempts: kind === 'prune' ? 1 : config.attempts,
-    backoff: { type: 'exponential', delay: config.retryDelayMs },
+    backoff: { type: BACKOFF_TYPE },
     removeOnComplete: { age: 30 * 24 * 3600, count: 1000 },
     removeOnFail: { age: 90 * 24 * 3600, count: 5000 },
   };

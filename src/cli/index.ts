@@ -12,7 +12,7 @@ import { registerList } from './commands/list.js';
 import { registerDrill, registerRestore, registerVerify } from './commands/restore.js';
 import { registerPrune, registerScheduler } from './commands/schedule.js';
 import { registerWorker } from './commands/worker.js';
-import { CommandFailed, Runtime } from './runtime.js';
+import { CommandFailed, printJsonError, Runtime } from './runtime.js';
 
 const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
 
@@ -46,24 +46,40 @@ export function buildProgram(): Command {
 
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
+  // With --json, a failure is one JSON document on stdout too, so `| jq` never reads empty input.
+  const json = argv.slice(2).includes('--json');
+  const fail = (name: string, message: string, exitCode: number): number => {
+    if (json) printJsonError(name, message, exitCode);
+    return exitCode;
+  };
   try {
     await program.parseAsync(argv);
     return 0;
   } catch (err) {
     if (err instanceof CommanderError) {
-      // help and --version exit 0; every usage error exits 2
-      return err.exitCode === 0 ? 0 : 2;
+      // help and --version exit 0; every usage error exits 2 (commander has printed the message and help)
+      if (err.exitCode === 0) return 0;
+      return fail('UsageError', err.message.replace(/^error: /, ''), 2);
     }
     if (err instanceof CommandFailed) {
       process.stderr.write(`pgshelf: ${err.message}\n`);
-      return err.exitCode;
+      return fail(
+        err.exitCode === 130 || err.exitCode === 143 ? 'Interrupted' : 'JobFailed',
+        err.message,
+        err.exitCode,
+      );
     }
     const code = err instanceof ConfigError ? 2 : 1;
-    const name = err instanceof PgshelfError ? `${err.name}: ` : '';
-    process.stderr.write(`pgshelf: ${name}${errorMessage(err)}\n`);
-    return code;
+    process.stderr.write(`pgshelf: ${errorMessage(err)}\n`);
+    return fail(err instanceof PgshelfError ? err.name : 'Error', errorMessage(err), code);
   }
 }
+
+// `pgshelf list | head` closes stdout early: that is the reader's choice, not a failure to report.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw err;
+});
 
 main(process.argv).then(
   (code) => {

@@ -1,12 +1,11 @@
-import { Job } from 'bullmq';
-import { loadConfig, type Config } from '../config.js';
-import { ConfigError, errorMessage } from '../errors.js';
+import { loadConfig, resolveTarget, storageIdentity, type Config } from '../config.js';
+import { ConfigError } from '../errors.js';
 import { createJobs } from '../jobs/index.js';
-import type { Progress } from '../jobs/context.js';
 import { createLogger, type Logger } from '../logger.js';
 import { checkRedis, createQueue, createQueueEvents, type JobKind } from '../queues.js';
 import { createStorage, type Storage } from '../storage/index.js';
 import { ProgressLine } from './progress.js';
+import { waitForJob } from './queued.js';
 
 export interface SubmitOptions {
   readonly inProcess?: boolean;
@@ -17,15 +16,7 @@ export interface SubmitOptions {
   readonly jobId?: string;
 }
 
-/** Thrown to end a command with an exit code after its message has been printed. */
-export class CommandFailed extends Error {
-  constructor(
-    message: string,
-    readonly exitCode: number,
-  ) {
-    super(message);
-  }
-}
+export { CommandFailed } from './queued.js';
 
 export class Runtime {
   private storageInstance: Storage | undefined;
@@ -45,6 +36,12 @@ export class Runtime {
   get storage(): Storage {
     this.storageInstance ??= createStorage(this.config.storage);
     return this.storageInstance;
+  }
+
+  /** Commands that write say where, so a relative or mistyped folder shows before anything lands in it. */
+  announceStorage(): void {
+    const s = this.config.storage;
+    if (s.kind === 'file') process.stderr.write(`storage: folder ${s.root}\n`);
   }
 
   async close(): Promise<void> {
@@ -83,13 +80,20 @@ export class Runtime {
       }
     }
 
+    // The worker runs the job with its own settings; the job says which database and storage the command meant,
+    // and the worker refuses it when they are not its own.
+    const data = {
+      ...input,
+      database: resolveTarget(this.config, (input as { database?: string }).database).name,
+      storage: storageIdentity(this.config.storage),
+    };
     await checkRedis(this.config);
     const queue = createQueue(this.config, kind);
     const events = options.wait === false ? undefined : createQueueEvents(this.config, kind);
     try {
       await queue.waitUntilReady();
       if (events) await events.waitUntilReady();
-      const job = await queue.add(kind, input, {
+      const job = await queue.add(kind, data, {
         ...(options.priority !== undefined ? { priority: options.priority } : {}),
         ...(options.jobId !== undefined ? { jobId: options.jobId } : {}),
       });
@@ -97,27 +101,10 @@ export class Runtime {
       if ((await queue.getWorkersCount()) === 0) {
         process.stderr.write(
           `job ${job.id} is queued on "${kind}" but no worker is running: start one with \`pgshelf worker\` ` +
-            '(or press Ctrl-C and use --in-process)\n',
+            '(or press Ctrl-C, which takes it off the queue, and use --in-process)\n',
         );
       }
-      const onProgress = ({ jobId, data }: { jobId: string; data: unknown }): void => {
-        if (jobId === job.id && data && typeof data === 'object' && 'phase' in data)
-          progress.update(data as Progress);
-      };
-      events.on('progress', onProgress);
-      try {
-        const result = (await job.waitUntilFinished(events)) as R;
-        return { jobId: job.id, result };
-      } catch (err) {
-        const failed = job.id ? await Job.fromId(queue, job.id) : undefined;
-        throw new CommandFailed(
-          `${kind} job ${job.id} failed: ${failed?.failedReason ?? errorMessage(err)}`,
-          1,
-        );
-      } finally {
-        events.off('progress', onProgress);
-        progress.done();
-      }
+      return { jobId: job.id, result: await waitForJob<R>(kind, queue, events, job, progress) };
     } finally {
       await events?.close();
       await queue.close();
@@ -125,7 +112,12 @@ export class Runtime {
   }
 }
 
-/** Prints `value` as one JSON document on stdout. */
-export function printJson(value: unknown): void {
-  process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+/** Prints `value`, a successful command's result, as one JSON document on stdout, marked `"ok": true`. */
+export function printJson(value: object): void {
+  process.stdout.write(JSON.stringify({ ok: true, ...value }, null, 2) + '\n');
+}
+
+/** What `--json` prints when a command fails, so a script reading stdout always gets one document. */
+export function printJsonError(name: string, message: string, exitCode: number): void {
+  process.stdout.write(JSON.stringify({ ok: false, error: { name, message, exitCode } }, null, 2) + '\n');
 }

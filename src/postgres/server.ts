@@ -23,20 +23,27 @@ export function describeConnectError(err: unknown, settings: PgSettings, databas
   const where = `${settings.host}:${settings.port}`;
   if (e.code === '3D000') {
     return new DatabaseNotFoundError(
-      `database "${database}" does not exist on ${where}: check POSTGRES_DB (or --db), e.g. POSTGRES_DB=fractal_db`,
+      `database "${database}" does not exist on ${where}: ` +
+        (settings.origin
+          ? `check the entry ${settings.origin} and its host and port`
+          : 'check POSTGRES_DB (or --db), e.g. POSTGRES_DB=fractal_db'),
       { cause: err },
     );
   }
   if (e.code === '28P01' || e.code === '28000') {
     return new PgshelfError(
       `PostgreSQL at ${where} refused user "${settings.user ?? '(default)'}": ${e.message ?? ''}. ` +
-        'Check POSTGRES_USER and POSTGRES_PASSWORD',
+        (settings.origin
+          ? `Check user and password_env of ${settings.origin}`
+          : 'Check POSTGRES_USER and POSTGRES_PASSWORD'),
       { cause: err },
     );
   }
   return new PgshelfError(
     `cannot connect to PostgreSQL at ${where} (database "${database}"): ${e.message ?? String(err)}. ` +
-      'Check POSTGRES_HOST and POSTGRES_PORT and that the server is running',
+      (settings.origin
+        ? `Check host and port of ${settings.origin} and that the server is running`
+        : 'Check POSTGRES_HOST and POSTGRES_PORT and that the server is running'),
     { cause: err },
   );
 }

@@ -1,7 +1,7 @@
 import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
 import { PassThrough, Readable } from 'node:stream';
 import type { S3Credentials } from '../config.js';
-import { StorageError } from '../errors.js';
+import { StorageError, StorageRefusedError } from '../errors.js';
 import {
   newRequestCounts,
   type RequestCounts,
@@ -70,6 +70,22 @@ function httpStatus(err: unknown): number | undefined {
   return (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
 }
 
+/** S3 error codes a retry cannot fix. */
+const REFUSALS = new Set([
+  'NoSuchBucket',
+  'AccessDenied',
+  'AllAccessDisabled',
+  'InvalidAccessKeyId',
+  'SignatureDoesNotMatch',
+  'InvalidBucketName',
+  'AccountProblem',
+  'InvalidToken',
+  'ExpiredToken',
+  'InvalidObjectState',
+  'PermanentRedirect',
+  'AuthorizationHeaderMalformed',
+]);
+
 /** S3 or any S3-compatible service. Streams go up as multipart uploads through lib-storage. */
 export class S3Storage implements Storage {
   readonly url: string;
@@ -116,7 +132,10 @@ export class S3Storage implements Storage {
   private fail(action: string, key: string, err: unknown): StorageError {
     const status = httpStatus(err);
     const detail = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
-    return new StorageError(
+    const code = (err as { Code?: unknown }).Code ?? (err instanceof Error ? err.name : undefined);
+    // Settings or permissions: trying again later gives the same answer, so the job fails at once.
+    const Refused = typeof code === 'string' && REFUSALS.has(code) ? StorageRefusedError : StorageError;
+    return new Refused(
       `S3 ${action} ${this.locate(key)} failed${status ? ` (HTTP ${status})` : ''}: ${detail}. ` +
         'Check PGSHELF_STORAGE, S3_ENDPOINT and the AWS credentials',
       { cause: err },

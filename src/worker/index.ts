@@ -1,9 +1,9 @@
 import { DelayedError, UnrecoverableError, Worker, type Job } from 'bullmq';
-import { resolveTarget, type Config } from '../config.js';
-import { errorMessage, isRecoverable } from '../errors.js';
+import { resolveTarget, storageIdentity, type Config } from '../config.js';
+import { ConfigError, errorMessage, isRecoverable } from '../errors.js';
 import { createJobs } from '../jobs/index.js';
 import type { Logger } from '../logger.js';
-import { createQueue, JOB_KINDS, redisConnection, type JobKind } from '../queues.js';
+import { createQueue, JOB_KINDS, redisConnection, retryDelay, type JobKind } from '../queues.js';
 import type { Storage } from '../storage/index.js';
 import { BackupGuards } from './locks.js';
 
@@ -29,6 +29,35 @@ export interface PgshelfWorker {
 
 /** How long a backup that must wait (same database running, server at its limit) waits before trying again. */
 const WAIT_MS = 10_000;
+
+/** What a queued job says it is for: set by `pgshelf` commands from their own settings. */
+interface JobTarget {
+  readonly database?: unknown;
+  readonly storage?: unknown;
+}
+
+/**
+ * A job runs with this worker's settings, so it runs only when they are the ones the command asked for: the same
+ * storage, and a database this worker knows. Anything else fails at once, naming both sides, never silently
+ * running on something else. (Jobs without these fields, from older commands, mean the worker's own.)
+ */
+export function checkJobTarget(config: Config, kind: JobKind, data: JobTarget): void {
+  const own = storageIdentity(config.storage);
+  if (typeof data.storage === 'string' && data.storage !== own) {
+    throw new ConfigError(
+      `this worker writes to ${own}; the job asked for ${data.storage}: start a worker with ` +
+        `PGSHELF_STORAGE set as the command's (and the same S3_ENDPOINT), or run the ${kind} with --in-process`,
+    );
+  }
+  if (typeof data.database === 'string' && !config.databases.some((d) => d.name === data.database)) {
+    const known = config.databases.map((d) => d.name).join(', ') || 'none';
+    throw new ConfigError(
+      `this worker does not ${kind === 'backup' ? 'back up' : `${kind} backups of`} database ` +
+        `"${data.database}": it knows ${known} — start a worker with POSTGRES_DB=${data.database} or list it ` +
+        'in PGSHELF_CONFIG',
+    );
+  }
+}
 
 /** BullMQ adapter: one Worker per queue, each turning a BullMQ job into a call of the plain job function. */
 export function startWorker(options: WorkerOptions): PgshelfWorker {
@@ -84,7 +113,7 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
       await pruneQueue
         .add(
           'prune',
-          { database: target.name },
+          { database: target.name, storage: storageIdentity(config.storage) },
           { jobId: `prune--${encodeURIComponent(target.name)}--${id}` },
         )
         .catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'could not enqueue the prune job'));
@@ -102,6 +131,7 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
       running.set(key, abort);
       const log = logger.child({ queue: kind, jobId: job.id, attempt: job.attemptsMade + 1 });
       try {
+        checkJobTarget(config, kind, job.data as JobTarget);
         const call = (): Promise<unknown> =>
           run(job.data, {
             signal: abort.signal,
@@ -133,6 +163,8 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
       lockDuration: config.lockDurationMs,
       stalledInterval: Math.max(1000, Math.floor(config.lockDurationMs / 2)),
       maxStalledCount: 2,
+      // Jobs ask for backoff type 'pgshelf' (older ones for 'exponential', which BullMQ computes itself).
+      settings: { backoffStrategy: (attemptsMade: number) => retryDelay(config, attemptsMade) },
     });
     worker.on('error', (err) => logger.error({ err: errorMessage(err), queue: kind }, 'worker error'));
     return worker;
@@ -140,8 +172,16 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
   const ready = Promise.all(workers.map((w) => w.waitUntilReady())).then(
     () =>
       logger.info(
-        { queues: kinds, concurrency: config.concurrency, prefix: config.queuePrefix },
-        'worker started',
+        {
+          queues: kinds,
+          concurrency: config.concurrency,
+          prefix: config.queuePrefix,
+          // What it will run: jobs for other storage or other databases are refused (checkJobTarget).
+          storage: storageIdentity(config.storage),
+          databases: config.databases.map((d) => d.name),
+        },
+        `worker started: storage ${storageIdentity(config.storage)}, databases ` +
+          config.databases.map((d) => d.name).join(', '),
       ),
     (err: unknown) => logger.error({ err: errorMessage(err) }, 'worker cannot reach Redis'),
   );

@@ -1,4 +1,5 @@
-import { readdir } from 'node:fs/promises';
+import { readdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Env } from '../../src/config.js';
 import { waitFor } from '../helpers/cli.js';
@@ -71,8 +72,12 @@ describe('backup guards', () => {
       rows: 20,
       env: { PGSHELF_CONCURRENCY: '2', PGSHELF_HOST_CONCURRENCY: '1' },
     });
-    const { db: a, env, dir, queue } = fixture;
+    const { db: a, dir, queue } = fixture;
     const b = await database();
+    // A worker runs only the databases it knows: its POSTGRES_DB (a) and those its PGSHELF_CONFIG lists (b).
+    const config = path.join(dir, 'databases.yaml');
+    await writeFile(config, `databases:\n  - name: ${b}\n`);
+    const env: Env = { ...fixture.env, PGSHELF_CONFIG: config };
     const locks = [await lockTable(a, 'app.orders'), await lockTable(b, 'app.orders')];
     defer(async () => {
       for (const l of locks) await l.release();

@@ -100,7 +100,7 @@ describe('prune', () => {
     const res = await runCli(['prune', '--dry-run', '--json'], env);
     expect(res.code, res.stderr).toBe(0);
     const out = JSON.parse(res.stdout) as Record<string, unknown>;
-    expect(Object.keys(out)).toEqual(['keep', 'delete', 'reasons', 'ignored', 'blocked']);
+    expect(Object.keys(out)).toEqual(['ok', 'keep', 'delete', 'reasons', 'ignored', 'blocked']);
     expect(out.keep).toEqual(ids.slice(0, 2));
     expect(out.delete).toEqual(ids.slice(2));
     expect((out.reasons as Record<string, string[]>)[ids[0]!]).toEqual(['last 1 of 2', 'newest backup']);

@@ -45,10 +45,12 @@ describe('pgshelf worker + pgshelf backup', () => {
   });
 
   it('fails a job for a missing database at once, with the reason, exit 1', async () => {
-    const { env } = await setup();
+    const setting = await setup();
+    // The worker knows the database (its POSTGRES_DB), which does not exist on the server.
+    const env: Env = { ...setting.env, POSTGRES_DB: 'pgshelf_no_such_db' };
     const w = worker(env);
     await waitFor('worker to start', () => w.stderr().includes('worker started'));
-    const res = await runCli(['backup', '--db', 'pgshelf_no_such_db'], env);
+    const res = await runCli(['backup'], env);
     expect(res.code).toBe(1);
     expect(res.stderr).toMatch(/backup job \d+ failed: database "pgshelf_no_such_db" does not exist/);
     const q = new Queue('backup', {
@@ -93,7 +95,7 @@ describe('pgshelf worker + pgshelf backup', () => {
     );
     const missing = await runCli(['backup', '--in-process'], { PGSHELF_STORAGE: env.PGSHELF_STORAGE });
     expect(missing.code).toBe(2);
-    expect(missing.stderr).toMatch(/POSTGRES_DB is not set/);
+    expect(missing.stderr).toMatch(/no database given: pass --db NAME, or set POSTGRES_DB/);
   });
 });
 

@@ -2,7 +2,8 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config.js';
+import { loadConfig, resolveTarget } from '../../src/config.js';
+import { describeConnectError } from '../../src/postgres/server.js';
 
 async function withFile(yaml: string, env: Record<string, string> = {}) {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'pgshelf-cfg-'));
@@ -95,10 +96,42 @@ describe('PGSHELF_CONFIG', () => {
     ['databases:\n  - name: app\n    port: 99999\n', /:3: databases\[0\]\.port must be 1-65535/],
     ['databases:\n  - name: app\n    retention: { daily: -1 }\n', /retention\.daily must be a whole number/],
     ['databases: [\n', /not valid YAML/],
+    // An entry indented less than its siblings: the line is named, not "?".
+    [
+      'databases:\n  - name: app\n    schedule: "0 2 * * *"\n   host: x\n',
+      /databases\.yaml:4: not valid YAML: .*check the indentation/,
+    ],
   ])('rejects %j naming the file, the line and the key', async (yaml, message) => {
     const { load, file } = await withFile(yaml);
     expect(load).toThrow(message);
     expect(load).toThrow(file);
+  });
+
+  it('ends every unknown-key message with a real example', async () => {
+    for (const yaml of [
+      'databases:\n  - name: app\n    retention:\n      hourly: 3\n',
+      'databses:\n  - name: app\n',
+      'databases:\n  - name: app\nfoo: 1\n',
+    ]) {
+      const { load } = await withFile(yaml);
+      expect(load).toThrow(/e\.g\. \S/);
+      expect(load).not.toThrow(/e\.g\. $/);
+    }
+  });
+
+  it("points a listed database's connection hints at its entry, not at POSTGRES_DB", async () => {
+    const { load, file } = await withFile(GOOD, { BACKUP_PASSWORD: 's3cret' });
+    const c = load();
+    const analytics = resolveTarget(c, 'analytics').postgres;
+    expect(analytics.origin).toBe(`${file}: databases[1] (name: analytics)`);
+    expect(describeConnectError({ code: '3D000' }, analytics, 'analytics').message).toBe(
+      `database "analytics" does not exist on analytics.internal:6543: check the entry ${file}: ` +
+        'databases[1] (name: analytics) and its host and port',
+    );
+    // --db NAME for a database not in the file borrows a connection, not the entry's name.
+    const other = resolveTarget(c, 'other').postgres;
+    expect(other.origin).toBeUndefined();
+    expect(describeConnectError({ code: '3D000' }, other, 'other').message).toMatch(/check POSTGRES_DB/);
   });
 
   it('names a missing file', () => {

@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { loadConfig, parseDbEcho, resolveTarget } from '../../src/config.js';
+import { readFile } from 'node:fs/promises';
+import {
+  loadConfig,
+  parseDbEcho,
+  requireDatabases,
+  resolveTarget,
+  SETTINGS,
+  storageIdentity,
+} from '../../src/config.js';
 import { ConfigError } from '../../src/errors.js';
 
 const base = { POSTGRES_DB: 'fractal_db' };
@@ -32,9 +40,16 @@ describe('loadConfig', () => {
     expect(Object.isFrozen(pg)).toBe(true);
   });
 
-  it('requires POSTGRES_DB and says how to set it', () => {
-    expect(() => loadConfig({})).toThrow(ConfigError);
-    expect(() => loadConfig({})).toThrow(/POSTGRES_DB is not set.*POSTGRES_DB=fractal_db/);
+  it('needs POSTGRES_DB only where a database is needed, and then says how to set it', () => {
+    const c = loadConfig({ POSTGRES_HOST: 'db.internal' });
+    expect(c.databases).toEqual([]);
+    expect(() => resolveTarget(c)).toThrow(ConfigError);
+    expect(() => resolveTarget(c)).toThrow(
+      /no database given: pass --db NAME, or set POSTGRES_DB.*=fractal_db/,
+    );
+    // --db NAME alone is enough: the POSTGRES_* connection pointed at NAME.
+    expect(resolveTarget(c, 'other').postgres).toMatchObject({ host: 'db.internal', database: 'other' });
+    expect(() => requireDatabases(c, 'a worker')).toThrow(/POSTGRES_DB is not set: a worker needs/);
   });
 
   it('takes a UNIX socket directory as POSTGRES_HOST', () => {
@@ -61,7 +76,7 @@ describe('loadConfig', () => {
     ['PGSHELF_GZIP_LEVEL', '0', /PGSHELF_GZIP_LEVEL="0" is invalid: expected a whole number from 1 to 9/],
     ['PGSHELF_GZIP_LEVEL', '10', /PGSHELF_GZIP_LEVEL/],
     ['PGSHELF_CONCURRENCY', '-1', /PGSHELF_CONCURRENCY/],
-    ['PGSHELF_STORAGE', 'ftp://host/x', /only file:\/\/ and s3:\/\/ storage/],
+    ['PGSHELF_STORAGE', 'ftp://host/x', /only s3:\/\/bucket\/prefix and file:\/\/\/folder are supported/],
     ['PGSHELF_STORAGE', 's3://Bad_Bucket/x', /not a valid S3 bucket name/],
     ['PGSHELF_TIMEZONE', 'Mars/Olympus', /not a known IANA time zone.*Europe\/Paris/],
     ['REDIS_URL', 'localhost:6379', /REDIS_URL.*redis:\/\/127\.0\.0\.1:6379/],
@@ -113,6 +128,68 @@ describe('loadConfig', () => {
     expect(loadConfig({ ...base, PGSHELF_STORAGE: 'rel/dir' }, { cwd: '/x' }).storage).toMatchObject({
       root: '/x/rel/dir',
     });
+    for (const [given, root] of [
+      ['file://./backups', '/x/backups'],
+      ['file://../up', '/up'],
+      ['./here', '/x/here'],
+      ['../there', '/there'],
+      ['/abs/path', '/abs/path'],
+      ['backups', '/x/backups'],
+      ['file:///with%20space', '/with space'],
+    ]) {
+      expect(loadConfig({ ...base, PGSHELF_STORAGE: given }, { cwd: '/x' }).storage, given).toEqual({
+        kind: 'file',
+        url: `file://${root}`,
+        root,
+      });
+    }
+  });
+
+  it.each([
+    ['s3:/bucket', /only s3:\/\/bucket\/prefix and file:\/\/\/folder are supported \(note the two slashes\)/],
+    ['file:relative', /only s3:\/\/bucket\/prefix and file:\/\/\/folder/],
+    ['file:/tmp/x', /only s3:\/\/bucket\/prefix and file:\/\/\/folder/],
+    ['s3:bucket', /only s3:\/\/bucket/],
+    ['http://minio:9000/b', /only s3:\/\/bucket/],
+    [' s3://bucket', /spaces around it/],
+    ['s3://bucket ', /spaces around it/],
+    ['s3//b', /looks like a mistyped URL/],
+    ['backups:2024', /only s3:\/\/bucket/],
+    ['./a//b', /looks like a mistyped URL/],
+    ['file://relative', /file:\/\/ is followed by "relative", which is not a path/],
+    ['file://', /file:\/\/ needs a folder/],
+  ])('refuses the mistyped PGSHELF_STORAGE %j instead of making it a folder', (value, message) => {
+    const load = () => loadConfig({ ...base, PGSHELF_STORAGE: value }, { cwd: '/x' });
+    expect(load).toThrow(ConfigError);
+    expect(load).toThrow(message);
+    expect(load).toThrow(`PGSHELF_STORAGE=${JSON.stringify(value)} is invalid: `);
+    expect(load).toThrow(
+      /e\.g\. PGSHELF_STORAGE=file:\/\/\/var\/backups\/pgshelf or PGSHELF_STORAGE=s3:\/\/my-bucket/,
+    );
+  });
+});
+
+describe('storageIdentity', () => {
+  it('names the S3 endpoint, with any password in it masked', () => {
+    const c = loadConfig({
+      ...base,
+      PGSHELF_STORAGE: 's3://b-1/pg',
+      S3_ENDPOINT: 'http://key:secret@minio:9000/',
+    });
+    expect(storageIdentity(c.storage)).toBe('s3://b-1/pg at http://key:***@minio:9000');
+    expect(storageIdentity(loadConfig({ ...base, PGSHELF_STORAGE: '/srv/b' }).storage)).toBe('file:///srv/b');
+  });
+});
+
+describe('SETTINGS', () => {
+  it('lists every variable loadConfig reads, so --help and the README show them all', async () => {
+    const source = await readFile(new URL('../../src/config.ts', import.meta.url), 'utf8');
+    const read = new Set(
+      [...source.matchAll(/\b(?:str|parseInteger|parseBool)\(env, '([A-Z0-9_]+)'/g)].map((m) => m[1]!),
+    );
+    const listed = new Set(SETTINGS.map((s) => s.name));
+    expect([...read].filter((n) => !listed.has(n) && !n.startsWith('AWS_'))).toEqual([]);
+    expect(listed.has('PGSHELF_LOCK_DURATION')).toBe(true);
   });
 });
 

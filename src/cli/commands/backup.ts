@@ -25,6 +25,7 @@ export function registerBackup(program: Command, runtime: () => Runtime): void {
     .option('--json', 'print one JSON document on stdout')
     .action(async (opts: Options) => {
       const rt = runtime();
+      rt.announceStorage();
       const input = { database: opts.db, noOwner: !opts.owner };
       const { jobId, result } = await rt.submit<BackupResult>('backup', input, {
         inProcess: opts.inProcess,

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
+import { existsSync } from 'node:fs';
 import { mapLimit } from '../../concurrency.js';
-import { errorMessage } from '../../errors.js';
+import { ConfigError, errorMessage } from '../../errors.js';
 import {
   manifestTrust,
   readManifest,
@@ -77,7 +78,21 @@ export function registerList(program: Command, runtime: () => Runtime): void {
     .option('--json', 'print one JSON document on stdout')
     .action(async (opts: Options & { all?: boolean }) => {
       const rt = runtime();
+      if (!opts.all && opts.db === undefined && rt.config.databases.length === 0) {
+        throw new ConfigError(
+          'no database given: pass --db NAME or --all, or set POSTGRES_DB, e.g. POSTGRES_DB=fractal_db',
+        );
+      }
       const database = opts.all ? undefined : (opts.db ?? rt.config.defaultDatabase);
+      const settings = rt.config.storage;
+      if (settings.kind === 'file' && !existsSync(settings.root)) {
+        // "no backups" would hide a mistyped folder or a command run from another directory.
+        throw new ConfigError(
+          `the storage folder ${settings.root} does not exist, so nothing was ever backed up there: check ` +
+            'PGSHELF_STORAGE (a relative folder is taken from the current directory), e.g. ' +
+            'PGSHELF_STORAGE=file:///var/backups/pgshelf',
+        );
+      }
       const backups = await listBackups(rt, database);
       if (opts.json) {
         printJson({ storage: rt.storage.url, database: database ?? null, backups });

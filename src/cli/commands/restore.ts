@@ -101,6 +101,7 @@ export function registerDrill(program: Command, runtime: () => Runtime): void {
     .option('--json', 'print one JSON document on stdout')
     .action(async (opts: QueueOptions & { db?: string; backup: string }) => {
       const rt = runtime();
+      rt.announceStorage(); // a drill records its result beside the backup
       const { jobId, result } = await rt.submit<DrillResult>(
         'drill',
         { database: opts.db, backup: opts.backup },

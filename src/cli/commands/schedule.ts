@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { requireDatabases } from '../../config.js';
 import type { PruneResult } from '../../jobs/prune.js';
 import { startScheduler } from '../../scheduler/index.js';
 import { nextSlot } from '../../scheduler/slots.js';
@@ -18,6 +19,7 @@ export function registerPrune(program: Command, runtime: () => Runtime): void {
     .action(
       async (opts: { db?: string; dryRun?: boolean; inProcess?: boolean; wait: boolean; json?: boolean }) => {
         const rt = runtime();
+        if (!opts.dryRun) rt.announceStorage();
         // A dry run changes nothing, so it runs here; a real prune goes to a worker unless --in-process.
         const { jobId, result } = await rt.submit<PruneResult>(
           'prune',
@@ -71,6 +73,7 @@ export function registerScheduler(program: Command, runtime: (level?: string) =>
     )
     .action(async () => {
       const rt = runtime('info');
+      requireDatabases(rt.config, 'the scheduler');
       const scheduler = startScheduler({ config: rt.config, logger: rt.logger });
       installShutdown({
         logger: rt.logger,

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { requireDatabases } from '../../config.js';
 import { installShutdown } from '../../shutdown.js';
 import { startWorker } from '../../worker/index.js';
 import type { Runtime } from '../runtime.js';
@@ -9,6 +10,7 @@ export function registerWorker(program: Command, runtime: (level?: string) => Ru
     .description('run a worker: take jobs from the queues and run them until SIGTERM')
     .action(async () => {
       const rt = runtime('info');
+      requireDatabases(rt.config, 'a worker');
       await rt.storage.open();
       const worker = startWorker({ config: rt.config, storage: rt.storage, logger: rt.logger });
       const shutdown = installShutdown({
