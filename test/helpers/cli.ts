@@ -59,3 +59,11 @@ export async function waitFor<T>(
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+/**
+ * Waits for the next whole second. Storage names carry whole seconds, so two backups started within one second
+ * have no defined order: a test that needs "latest" to be the second one starts it after this.
+ */
+export async function nextSecond(): Promise<void> {
+  await new Promise((r) => setTimeout(r, 1000 - (Date.now() % 1000) + 5));
+}

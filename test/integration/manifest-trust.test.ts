@@ -16,7 +16,7 @@ import { createVerifyJob } from '../../src/jobs/verify.js';
 import { silentLogger } from '../../src/logger.js';
 import { parseManifest, readManifest } from '../../src/manifest.js';
 import { createStorage } from '../../src/storage/index.js';
-import { runCli } from '../helpers/cli.js';
+import { nextSecond, runCli } from '../helpers/cli.js';
 import { pgEnv, s3Env, tempDir, testConfig } from '../helpers/env.js';
 import { useCleanup } from '../helpers/lifecycle.js';
 import {
@@ -103,6 +103,7 @@ describe('signed manifests (PGSHELF_MANIFEST_KEY)', () => {
     const env = await folderEnv(db, { PGSHELF_MANIFEST_KEY: KEY });
     const j = jobs(env);
     const older = await j.backup({}, ctx());
+    await nextSecond();
     const backup = await j.backup({}, ctx());
     const original = await readFile(backup.manifestLocation, 'utf8');
 
@@ -206,6 +207,7 @@ describe('missing and damaged archives', () => {
     const env = await folderEnv(db);
     const j = jobs(env);
     const older = await j.backup({}, ctx());
+    await nextSecond();
     const newer = await j.backup({}, ctx());
     await rm(newer.archiveLocation);
 
