@@ -7,6 +7,8 @@
  *     host: db.internal
  *     user: backup
  *     password_env: BACKUP_PASSWORD  # name of an environment variable holding the password
+ *     sslmode: verify-full           # libpq's sslmode; sslrootcert: the CA file (relative to this file)
+ *     sslrootcert: root.crt
  *     timezone: Europe/Paris
  *     retention: { keep_last: 7, daily: 7, weekly: 4, monthly: 12, yearly: 2, min_keep: 3 }
  *   databases:
@@ -17,7 +19,9 @@
  *       host: analytics.internal
  *       schedule: "30 3 * * *"
  */
+import path from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node, type YAMLMap } from 'yaml';
+import { checkSsl } from './config-pg.js';
 import type { DatabaseTarget, Env, PgSettings, Retention } from './config.js';
 import { ConfigError } from './errors.js';
 import { validateCron } from './scheduler/slots.js';
@@ -31,6 +35,8 @@ const CONNECTION_KEYS = [
   'admin_user',
   'admin_password',
   'admin_password_env',
+  'sslmode',
+  'sslrootcert',
 ];
 const SCHEDULE_KEYS = ['schedule', 'timezone', 'drill_schedule', 'retention'];
 const DATABASE_KEYS = ['name', ...CONNECTION_KEYS, ...SCHEDULE_KEYS];
@@ -53,6 +59,8 @@ const EXAMPLES: Record<string, string> = {
   admin_user: 'admin_user: postgres',
   admin_password: 'admin_password_env: PG_ADMIN_PASSWORD',
   admin_password_env: 'admin_password_env: PG_ADMIN_PASSWORD',
+  sslmode: 'sslmode: verify-full',
+  sslrootcert: 'sslrootcert: /etc/pgshelf/root.crt',
   schedule: 'schedule: "0 2 * * *"',
   drill_schedule: 'drill_schedule: "0 5 * * 0"',
   timezone: 'timezone: Europe/Paris',
@@ -118,7 +126,7 @@ export function parseConfigFile(
     if (!isMap(defaultsNode))
       throw fail(defaultsNode, '"defaults" must be a mapping, e.g. defaults:\n  host: db.internal');
     checkKeys(defaultsNode, DEFAULT_KEYS, '"defaults"', fail);
-    base = applyEntry(defaultsNode, base, 'defaults', env, fail, validateTimezone);
+    base = applyEntry(defaultsNode, base, 'defaults', env, fail, validateTimezone, file);
   }
 
   const list = root.get('databases', true) as Node | undefined;
@@ -139,7 +147,7 @@ export function parseConfigFile(
       throw fail(nameNode ?? item, `${where}.name must be a database name, e.g. name: app`);
     if (seen.has(name)) throw fail(nameNode, `database "${name}" is listed twice`);
     seen.add(name);
-    const s = applyEntry(item, base, where, env, fail, validateTimezone);
+    const s = applyEntry(item, base, where, env, fail, validateTimezone, file);
     return Object.freeze({
       name,
       // Named in connection errors, so a hint points at this entry rather than at POSTGRES_DB.
@@ -178,6 +186,7 @@ function applyEntry(
   env: Env,
   fail: (n: Node | null | undefined, m: string) => ConfigError,
   validateTimezone: (tz: string, where: string) => string,
+  file: string,
 ): Inherited {
   const node = (key: string): Node | undefined => map.get(key, true);
   const text = (key: string): string | undefined => {
@@ -222,6 +231,21 @@ function applyEntry(
         ? password
         : pgBase.adminPassword);
 
+  let ssl = { sslMode: pgBase.sslMode, sslRootCert: pgBase.sslRootCert };
+  if (node('sslmode') !== undefined || node('sslrootcert') !== undefined) {
+    const names = { mode: `${where}.sslmode`, rootCert: `${where}.sslrootcert`, sep: ': ' };
+    try {
+      ssl = checkSsl(
+        text('sslmode') ?? pgBase.sslMode,
+        text('sslrootcert') ?? pgBase.sslRootCert,
+        path.dirname(file),
+        names,
+      );
+    } catch (err) {
+      throw fail(node('sslmode') ?? node('sslrootcert'), (err as Error).message);
+    }
+  }
+
   const schedule = text('schedule') ?? base.schedule;
   if (node('schedule')) wrapCron(schedule, `${where}.schedule`, node('schedule'), fail);
   const drillSchedule = text('drill_schedule') ?? base.drillSchedule;
@@ -263,6 +287,7 @@ function applyEntry(
       password,
       adminUser,
       adminPassword,
+      ...ssl,
       host: text('host') ?? pgBase.host,
     }),
     schedule,

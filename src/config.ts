@@ -6,13 +6,14 @@ import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseConfigFile } from './config-file.js';
+import { childBaseEnv, parseSsl, type SslSettings } from './config-pg.js';
 import { ConfigError } from './errors.js';
 import { validateCron } from './scheduler/slots.js';
 
 export type Env = Readonly<Record<string, string | undefined>>;
 
 /** How to reach one PostgreSQL database, in the POSTGRES_* convention. */
-export interface PgSettings {
+export interface PgSettings extends SslSettings {
   /** Host name, IP address, or a UNIX socket directory (starts with '/'). */
   readonly host: string;
   readonly port: number;
@@ -108,7 +109,7 @@ export interface Config {
   /** Directory holding pg_dump/psql/createdb, when not the version-matched /usr/lib/postgresql/<major>/bin. */
   readonly pgBinDir: string | undefined;
   readonly logLevel: string;
-  /** The environment that child processes inherit (PATH, locale, ...), before pgshelf adds PG* variables. */
+  /** The allowlisted environment child processes inherit (PATH, locale, ...), before pgshelf adds PG* variables. */
   readonly childEnv: Env;
 }
 
@@ -135,6 +136,16 @@ export const SETTINGS: readonly SettingDoc[] = [
   },
   { name: 'POSTGRES_ADMIN_USER', default: 'POSTGRES_USER', meaning: 'user that runs createdb for restores' },
   { name: 'POSTGRES_ADMIN_PASSWORD', default: 'POSTGRES_PASSWORD', meaning: 'its password' },
+  {
+    name: 'POSTGRES_SSLMODE',
+    default: 'PGSSLMODE, else prefer',
+    meaning: 'TLS: disable, allow, prefer, require, verify-ca, verify-full',
+  },
+  {
+    name: 'POSTGRES_SSLROOTCERT',
+    default: 'PGSSLROOTCERT',
+    meaning: 'CA certificate file (PEM) the server certificate must chain to',
+  },
   {
     name: 'DB_ECHO',
     default: 'false',
@@ -283,7 +294,7 @@ function parseBool(env: Env, name: string, fallback: boolean): boolean {
   throw invalid(name, raw, 'expected true or false', 'true');
 }
 
-export function parsePgSettings(env: Env, database: string): PgSettings {
+export function parsePgSettings(env: Env, database: string, cwd = process.cwd()): PgSettings {
   const host = str(env, 'POSTGRES_HOST') ?? 'localhost';
   if (/\s/.test(host.trim()) || host.trim() === '') {
     throw invalid(
@@ -305,6 +316,7 @@ export function parsePgSettings(env: Env, database: string): PgSettings {
     adminUser: str(env, 'POSTGRES_ADMIN_USER') ?? user,
     adminPassword:
       str(env, 'POSTGRES_ADMIN_PASSWORD') ?? (str(env, 'POSTGRES_ADMIN_USER') ? undefined : password),
+    ...parseSsl(env, cwd),
   });
 }
 
@@ -442,7 +454,7 @@ export function loadConfig(env: Env = process.env, options: LoadOptions = {}): C
   const drillSchedule = str(env, 'PGSHELF_DRILL_SCHEDULE');
   if (drillSchedule !== undefined) validateCron(drillSchedule, 'PGSHELF_DRILL_SCHEDULE');
   const retention = parseRetention(env);
-  const envPg = parsePgSettings(env, defaultDatabase ?? '');
+  const envPg = parsePgSettings(env, defaultDatabase ?? '', cwd);
   const databases: DatabaseTarget[] = [];
   if (configFile !== undefined) {
     const file = path.resolve(cwd, configFile);
@@ -527,7 +539,7 @@ export function loadConfig(env: Env = process.env, options: LoadOptions = {}): C
     configFile: configFile === undefined ? undefined : path.resolve(cwd, configFile),
     pgBinDir: pgBinDir === undefined ? undefined : path.resolve(cwd, pgBinDir),
     logLevel,
-    childEnv: Object.freeze({ ...env }),
+    childEnv: childBaseEnv(env),
   });
 }
 

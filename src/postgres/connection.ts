@@ -1,6 +1,9 @@
+import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import pg from 'pg';
 import type { Env, PgSettings } from '../config.js';
+import { childBaseEnv } from '../config-pg.js';
+import { ConfigError } from '../errors.js';
 import type { Logger } from '../logger.js';
 
 export type Role = 'user' | 'admin';
@@ -23,18 +26,51 @@ export function connectionArgs(settings: PgSettings, role: Role = 'user'): strin
 }
 
 /**
- * Environment for a child process: the inherited one plus PGPASSWORD when a password is set. The password goes
- * here and only here, never into argv, where `ps` would show it.
+ * Environment for a child process: the allowlisted inherited one (PATH, locale, ...; see childBaseEnv), the TLS
+ * settings, and PGPASSWORD of the one role that runs. The password goes here and only here, never into argv,
+ * where `ps` would show it.
  */
 export function childEnv(base: Env, settings: PgSettings, role: Role = 'user'): NodeJS.ProcessEnv {
   const { password } = roleUser(settings, role);
   const env: NodeJS.ProcessEnv = {
-    ...base,
+    ...childBaseEnv(base),
     PGAPPNAME: 'pgshelf',
     PGCONNECT_TIMEOUT: base.PGCONNECT_TIMEOUT ?? '15',
   };
+  if (settings.sslMode !== undefined) env.PGSSLMODE = settings.sslMode;
+  if (settings.sslRootCert !== undefined) env.PGSSLROOTCERT = settings.sslRootCert;
   if (password !== undefined) env.PGPASSWORD = password;
   return env;
+}
+
+/** A UNIX socket directory: libpq ignores sslmode there, and so must the Node connections. */
+function isSocket(host: string): boolean {
+  return host.startsWith('/');
+}
+
+/**
+ * node-postgres TLS options with libpq's meaning of sslmode. `prefer` (libpq's default) is tried with TLS first
+ * and falls back to plain in Db.connect; `allow` connects in plain text, as libpq does first.
+ */
+export function sslConfig(settings: PgSettings): pg.ClientConfig['ssl'] {
+  const mode = settings.sslMode ?? 'prefer';
+  if (isSocket(settings.host) || mode === 'disable' || mode === 'allow') return false;
+  let ca: string | undefined;
+  if (settings.sslRootCert !== undefined) {
+    try {
+      ca = readFileSync(settings.sslRootCert, 'utf8');
+    } catch (err) {
+      throw new ConfigError(
+        `POSTGRES_SSLROOTCERT=${settings.sslRootCert} cannot be read ` +
+          `(${(err as NodeJS.ErrnoException).code ?? String(err)}): point it at the CA certificate (PEM) that ` +
+          'signed the server certificate, e.g. POSTGRES_SSLROOTCERT=/etc/pgshelf/root.crt',
+      );
+    }
+  }
+  // libpq: require with a root certificate verifies the chain like verify-ca; prefer never verifies.
+  if (mode === 'prefer' || (mode === 'require' && ca === undefined)) return { rejectUnauthorized: false };
+  if (mode === 'verify-full') return { ca };
+  return { ca, checkServerIdentity: () => undefined };
 }
 
 export interface QueryOptions {
@@ -56,7 +92,15 @@ export function clientConfig(settings: PgSettings, options: QueryOptions = {}): 
     password,
     application_name: 'pgshelf',
     connectionTimeoutMillis: 15_000,
+    ssl: sslConfig(settings),
   };
+}
+
+/** sslmode=prefer: a server without TLS, or whose pg_hba.conf only takes plain connections, is tried again. */
+function preferFallback(settings: PgSettings, err: unknown): boolean {
+  if ((settings.sslMode ?? 'prefer') !== 'prefer' || isSocket(settings.host)) return false;
+  const e = err as { code?: string; message?: string };
+  return e.code === '28000' || /does not support SSL/i.test(e.message ?? '');
 }
 
 /** A connected client whose queries are logged when DB_ECHO is on. */
@@ -67,11 +111,13 @@ export class Db {
   ) {}
 
   static async connect(settings: PgSettings, options: QueryOptions = {}): Promise<Db> {
-    const client = new pg.Client(clientConfig(settings, options));
-    // An idle client whose server goes away emits 'error'; without a listener that would crash the process.
-    client.on('error', (err) => options.logger?.warn({ err }, 'PostgreSQL connection error'));
-    await client.connect();
-    return new Db(client, options);
+    const config = clientConfig(settings, options);
+    try {
+      return new Db(await open(config, options), options);
+    } catch (err) {
+      if (!preferFallback(settings, err)) throw err;
+      return new Db(await open({ ...config, ssl: false }, options), options);
+    }
   }
 
   async query<R extends pg.QueryResultRow = pg.QueryResultRow>(
@@ -86,6 +132,14 @@ export class Db {
   async close(): Promise<void> {
     await this.client.end().catch(() => undefined);
   }
+}
+
+async function open(config: pg.ClientConfig, options: QueryOptions): Promise<pg.Client> {
+  const client = new pg.Client(config);
+  // An idle client whose server goes away emits 'error'; without a listener that would crash the process.
+  client.on('error', (err) => options.logger?.warn({ err }, 'PostgreSQL connection error'));
+  await client.connect();
+  return client;
 }
 
 export async function withDb<T>(
