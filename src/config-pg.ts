@@ -65,7 +65,16 @@ export function parseSsl(env: Env, cwd: string): SslSettings {
 }
 
 /** Inherited variables a PostgreSQL tool may need: finding programs, locale and time zone, temp files. */
-const CHILD_ENV_NAMES = new Set(['PATH', 'HOME', 'LANG', 'LANGUAGE', 'TZ', 'TMPDIR', 'PGPASSFILE']);
+const CHILD_ENV_NAMES = new Set([
+  'PATH',
+  'HOME',
+  'LANG',
+  'LANGUAGE',
+  'TZ',
+  'TMPDIR',
+  'PGPASSFILE',
+  'PGCONNECT_TIMEOUT',
+]);
 
 /**
  * The part of pgshelf's environment that child processes inherit. An allowlist: AWS keys, other databases'

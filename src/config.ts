@@ -8,6 +8,7 @@ import path from 'node:path';
 import { parseConfigFile } from './config-file.js';
 import { childBaseEnv, parseSsl, type SslSettings } from './config-pg.js';
 import { ConfigError } from './errors.js';
+import { maskUrl } from './url.js';
 import { validateCron } from './scheduler/slots.js';
 
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -347,7 +348,7 @@ export function parseStorage(env: Env, cwd: string): StorageSettings {
   // S3 settings are checked even for folder storage, so a typo shows up before the day someone switches.
   const endpoint = str(env, 'S3_ENDPOINT');
   if (endpoint !== undefined && !/^https?:\/\/[^/\s]+/.test(endpoint)) {
-    throw invalid('S3_ENDPOINT', endpoint, 'expected an http(s) URL', 'http://127.0.0.1:9000');
+    throw invalid('S3_ENDPOINT', maskUrl(endpoint), 'expected an http(s) URL', 'http://127.0.0.1:9000');
   }
   const forcePathStyle = parseBool(env, 'S3_FORCE_PATH_STYLE', endpoint !== undefined);
   const maxParts = parseInteger(env, 'PGSHELF_S3_MAX_PARTS', 10_000, 1, 10_000, '1000');
@@ -499,7 +500,12 @@ export function loadConfig(env: Env = process.env, options: LoadOptions = {}): C
   }
   const redisUrl = str(env, 'REDIS_URL') ?? 'redis://127.0.0.1:6379';
   if (!/^rediss?:\/\//.test(redisUrl)) {
-    throw invalid('REDIS_URL', redisUrl, 'expected a redis:// or rediss:// URL', 'redis://127.0.0.1:6379');
+    throw invalid(
+      'REDIS_URL',
+      maskUrl(redisUrl),
+      'expected a redis:// or rediss:// URL',
+      'redis://127.0.0.1:6379',
+    );
   }
   const queuePrefix = str(env, 'PGSHELF_QUEUE_PREFIX') ?? 'pgshelf';
   if (!/^[A-Za-z0-9_.-]+$/.test(queuePrefix)) {

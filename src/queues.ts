@@ -2,6 +2,7 @@ import { Queue, QueueEvents, type JobsOptions } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
 import { PgshelfError } from './errors.js';
 import type { Config } from './config.js';
+import { maskUrl } from './url.js';
 
 /** One queue per kind of job, all under PGSHELF_QUEUE_PREFIX. */
 export const JOB_KINDS = ['backup', 'restore', 'prune', 'drill'] as const;
@@ -79,7 +80,7 @@ export async function checkRedis(config: Config, timeoutMs = 5000): Promise<void
   } catch (err) {
     const why = cause?.message ?? (err instanceof Error ? err.message : String(err));
     throw new PgshelfError(
-      `cannot reach Redis at ${config.redisUrl} (${why}): start Redis or fix REDIS_URL, e.g. ` +
+      `cannot reach Redis at ${maskUrl(config.redisUrl)} (${why}): start Redis or fix REDIS_URL, e.g. ` +
         'REDIS_URL=redis://127.0.0.1:6379, or run the job here with --in-process',
     );
   } finally {
