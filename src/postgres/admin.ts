@@ -1,4 +1,5 @@
 /** Database-level operations for restores, run as POSTGRES_ADMIN_USER on the maintenance database. */
+import pg from 'pg';
 import type { PgSettings } from '../config.js';
 import { Db, quoteIdent, type QueryOptions } from './connection.js';
 
@@ -44,6 +45,7 @@ export async function renameDatabase(db: Db, from: string, to: string): Promise<
 }
 
 export async function commentOnDatabase(db: Db, name: string, comment: string): Promise<void> {
-  // COMMENT takes a literal, not a parameter.
-  await db.query(`COMMENT ON DATABASE ${quoteIdent(name)} IS '${comment.replace(/'/g, "''")}'`);
+  // COMMENT takes a literal, not a parameter. The driver's escaping writes E'...' when there is a backslash, so the
+  // literal means the same whatever standard_conforming_strings says.
+  await db.query(`COMMENT ON DATABASE ${quoteIdent(name)} IS ${pg.escapeLiteral(comment)}`);
 }
