@@ -78,6 +78,11 @@ export class StorageRefusedError extends StorageError {
   override readonly recoverable = false;
 }
 
+/** A folder-storage key that resolves, through a symbolic link, outside the storage folder. */
+export class OutsideStorageError extends StorageError {
+  override readonly recoverable = false;
+}
+
 /** The job was aborted (shutdown, cancellation). */
 export class AbortedError extends PgshelfError {
   constructor(message = 'the job was aborted', options?: ErrorOptions) {

@@ -1,9 +1,16 @@
 import { randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream, mkdirSync } from 'node:fs';
+import {
+  createReadStream,
+  createWriteStream,
+  lstatSync,
+  mkdirSync,
+  realpathSync,
+  type Dirent,
+} from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { StorageError } from '../errors.js';
+import { OutsideStorageError, StorageError } from '../errors.js';
 import {
   newRequestCounts,
   type IncompleteUpload,
@@ -24,16 +31,61 @@ export class FsStorage implements Storage {
     this.url = `file://${root}`;
   }
 
-  private file(key: string): string {
+  /** The root's real path, once the root exists. */
+  private realRoot: string | undefined;
+
+  private textual(key: string): string {
     const file = path.resolve(this.root, ...key.split('/'));
     if (file !== this.root && !file.startsWith(this.root + path.sep)) {
-      throw new StorageError(`key ${JSON.stringify(key)} points outside the storage folder ${this.root}`);
+      throw new OutsideStorageError(
+        `key ${JSON.stringify(key)} points outside the storage folder ${this.root}`,
+      );
     }
     return file;
   }
 
+  /**
+   * The file for `key`, refused when the existing part of its path resolves outside the root: a symbolic link in
+   * the folder must not let a restore read, or a backup write, anywhere else.
+   */
+  private file(key: string): string {
+    const file = this.textual(key);
+    const root = this.rootReal();
+    if (root === undefined) return file; // no root yet: nothing under it can be a link
+    for (let existing = file; ; existing = path.dirname(existing)) {
+      let real: string;
+      try {
+        real = realpathSync.native(existing);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code !== 'ENOENT' && code !== 'ENOTDIR') throw err;
+        // A dangling link resolves nowhere; whatever it would create or name is outside the folder's control.
+        if (lstatSync(existing, { throwIfNoEntry: false })?.isSymbolicLink()) real = '';
+        else if (existing === this.root) return file;
+        else continue;
+      }
+      if (real === root || real.startsWith(root + path.sep)) return file;
+      throw new OutsideStorageError(
+        `key ${JSON.stringify(key)} resolves outside the storage folder ${this.root}` +
+          `${real ? ` (to ${real})` : ' (through a dangling symbolic link)'}: remove the symbolic link on ` +
+          'that path, or point PGSHELF_STORAGE at the real folder',
+      );
+    }
+  }
+
+  private rootReal(): string | undefined {
+    if (this.realRoot === undefined) {
+      try {
+        this.realRoot = realpathSync.native(this.root);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+    }
+    return this.realRoot;
+  }
+
   locate(key: string): string {
-    return this.file(key);
+    return this.textual(key);
   }
 
   createWriter(key: string, _options: WriteOptions = {}): ObjectWriter {
@@ -146,26 +198,47 @@ export class FsStorage implements Storage {
     }
   }
 
-  /** All files under the folder that holds `prefix`, whose key starts with `prefix`, sorted by key. */
+  /**
+   * All files under the folder that holds `prefix`, whose key starts with `prefix`, sorted by key. Directories
+   * reached through a symbolic link are not entered, and a linked file is listed only when it resolves inside.
+   */
   private async walk(prefix: string): Promise<{ key: string; partial: boolean }[]> {
     const slash = prefix.lastIndexOf('/');
     const dirKey = slash === -1 ? '' : prefix.slice(0, slash);
-    const dir = dirKey === '' ? this.root : this.file(dirKey);
-    let entries: string[];
+    const out: { key: string; partial: boolean }[] = [];
+    const visit = async (dir: string, base: string): Promise<void> => {
+      let entries: Dirent[];
+      try {
+        entries = await readdir(dir, { withFileTypes: true });
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT' || code === 'ENOTDIR') return;
+        throw err;
+      }
+      for (const entry of entries) {
+        const key = base === '' ? entry.name : `${base}/${entry.name}`;
+        if (entry.isDirectory()) {
+          if (`${key}/`.startsWith(prefix) || prefix.startsWith(`${key}/`))
+            await visit(path.join(dir, entry.name), key);
+          continue;
+        }
+        if (!key.startsWith(prefix)) continue;
+        if (entry.isSymbolicLink() && !this.inside(key)) continue;
+        out.push({ key, partial: entry.name.startsWith('.') && entry.name.endsWith(PARTIAL) });
+      }
+    };
+    await visit(dirKey === '' ? this.root : this.file(dirKey), dirKey);
+    return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  }
+
+  private inside(key: string): boolean {
     try {
-      entries = await readdir(dir, { recursive: true });
+      this.file(key);
+      return true;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      if (err instanceof OutsideStorageError) return false;
       throw err;
     }
-    const out: { key: string; partial: boolean }[] = [];
-    for (const rel of entries) {
-      const key = (dirKey === '' ? '' : dirKey + '/') + rel.split(path.sep).join('/');
-      if (!key.startsWith(prefix)) continue;
-      const name = path.basename(rel);
-      out.push({ key, partial: name.startsWith('.') && name.endsWith(PARTIAL) });
-    }
-    return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
 
   async deleteMany(keys: readonly string[]): Promise<void> {
