@@ -59,8 +59,11 @@ export function checkSsl(
 /** POSTGRES_SSLMODE and POSTGRES_SSLROOTCERT; libpq's own PGSSLMODE/PGSSLROOTCERT are read when those are unset. */
 export function parseSsl(env: Env, cwd: string): SslSettings {
   const get = (name: string): string | undefined => (env[name] === '' ? undefined : env[name]);
-  const modeName = get('POSTGRES_SSLMODE') !== undefined ? 'POSTGRES_SSLMODE' : 'PGSSLMODE';
-  const certName = get('POSTGRES_SSLROOTCERT') !== undefined ? 'POSTGRES_SSLROOTCERT' : 'PGSSLROOTCERT';
+  // Messages name the variable the value came from, and pgshelf's own when neither is set.
+  const pick = (own: string, libpq: string): string =>
+    get(own) === undefined && get(libpq) !== undefined ? libpq : own;
+  const modeName = pick('POSTGRES_SSLMODE', 'PGSSLMODE');
+  const certName = pick('POSTGRES_SSLROOTCERT', 'PGSSLROOTCERT');
   return checkSsl(get(modeName), get(certName), cwd, { mode: modeName, rootCert: certName, sep: '=' });
 }
 

@@ -1,4 +1,4 @@
-import { DatabaseNotFoundError, PgshelfError } from '../errors.js';
+import { ConfigError, DatabaseNotFoundError, PgshelfError } from '../errors.js';
 import type { PgSettings } from '../config.js';
 import { withDb, type QueryOptions } from './connection.js';
 import { serverMajor } from './tools.js';
@@ -17,10 +17,40 @@ interface PgError {
   message?: string;
 }
 
+/** A TLS failure, in the words of the settings that fix it; undefined for other errors. */
+function describeTlsError(e: PgError, settings: PgSettings, where: string): ConfigError | undefined {
+  const mode = settings.sslMode ?? 'prefer';
+  const why = e.message ?? String(e.code);
+  if (/does not support SSL/i.test(why)) {
+    return new ConfigError(
+      `PostgreSQL at ${where} does not accept TLS but POSTGRES_SSLMODE=${mode} requires it: turn ssl on in the ` +
+        'server, or set POSTGRES_SSLMODE=prefer (or sslmode in PGSHELF_CONFIG)',
+    );
+  }
+  if (e.code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
+    return new ConfigError(
+      `TLS to PostgreSQL at ${where}: the server's certificate does not name "${settings.host}" (${why}), and ` +
+        'POSTGRES_SSLMODE=verify-full checks the host name: set POSTGRES_HOST to a name the certificate ' +
+        'lists, or use POSTGRES_SSLMODE=verify-ca to check the CA only',
+    );
+  }
+  if (e.code !== undefined && /CERT|SSL|TLS|ISSUER|SIGNATURE/.test(e.code)) {
+    return new ConfigError(
+      `TLS to PostgreSQL at ${where} failed: ${why}. The server's certificate does not chain to ` +
+        `POSTGRES_SSLROOTCERT=${settings.sslRootCert ?? '(not set)'}: point it at the PEM file of the CA that ` +
+        'signed the server certificate, e.g. POSTGRES_SSLROOTCERT=/etc/pgshelf/root.crt, or use ' +
+        'POSTGRES_SSLMODE=require to encrypt without verifying',
+    );
+  }
+  return undefined;
+}
+
 /** Turns a pg connection error into a message that says what to check. */
 export function describeConnectError(err: unknown, settings: PgSettings, database: string): Error {
   const e = err as PgError;
   const where = `${settings.host}:${settings.port}`;
+  const tls = describeTlsError(e, settings, where);
+  if (tls) return tls;
   if (e.code === '3D000') {
     return new DatabaseNotFoundError(
       `database "${database}" does not exist on ${where}: ` +
