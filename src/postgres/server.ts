@@ -1,5 +1,6 @@
 import { ConfigError, DatabaseNotFoundError, PgshelfError } from '../errors.js';
 import type { PgSettings } from '../config.js';
+import type { Logger } from '../logger.js';
 import { withDb, type QueryOptions } from './connection.js';
 import { serverMajor } from './tools.js';
 
@@ -10,6 +11,62 @@ export interface ServerInfo {
   readonly major: number;
   /** pg_database_size(), bytes on disk. */
   readonly databaseSize: number;
+  /** Set when this host's clock is more than CLOCK_SKEW_TOLERANCE_MS off from the server's. */
+  readonly clockSkew: ClockSkew | undefined;
+}
+
+/** Schedules, backup timestamps and retention ages come from this host's clock; a minute off is worth a word. */
+export const CLOCK_SKEW_TOLERANCE_MS = 60_000;
+
+export interface ClockSkew {
+  /** This host's time when the server read its own (the midpoint of the round trip). */
+  readonly local: Date;
+  readonly server: Date;
+  /** local - server: positive when this host is ahead. */
+  readonly skewMs: number;
+}
+
+/**
+ * Compares this host's clock, read just `before` and `after` a query, with the server's time from that query.
+ * Only a difference that the round trip cannot explain, and that exceeds the tolerance, counts.
+ */
+export function clockSkew(
+  before: Date,
+  after: Date,
+  server: Date,
+  toleranceMs = CLOCK_SKEW_TOLERANCE_MS,
+): ClockSkew | undefined {
+  const local = new Date((before.getTime() + after.getTime()) / 2);
+  const skewMs = local.getTime() - server.getTime();
+  const uncertainty = Math.max(0, after.getTime() - before.getTime()) / 2;
+  return Math.abs(skewMs) - uncertainty > toleranceMs ? { local, server, skewMs } : undefined;
+}
+
+export function describeClockSkew(skew: ClockSkew, where: string): string {
+  const seconds = Math.round(Math.abs(skew.skewMs) / 1000);
+  return (
+    `this host's clock says ${skew.local.toISOString()} but PostgreSQL at ${where} says ` +
+    `${skew.server.toISOString()} (${seconds} s ${skew.skewMs > 0 ? 'ahead' : 'behind'}): backup times, ` +
+    "schedules and retention use this host's clock; synchronise it (NTP, e.g. systemd-timesyncd or chrony)"
+  );
+}
+
+/**
+ * Warns (once per server) when this host's clock is off from a PostgreSQL server's. Never fails: a server that
+ * cannot be reached now is the jobs' business, not this check's.
+ */
+export async function warnClockSkew(servers: readonly PgSettings[], logger: Logger): Promise<void> {
+  const seen = new Set<string>();
+  for (const settings of servers) {
+    const where = `${settings.host}:${settings.port}`;
+    if (seen.has(where)) continue;
+    seen.add(where);
+    try {
+      await inspectDatabase(settings, { logger });
+    } catch (err) {
+      logger.debug({ err: (err as Error).message, server: where }, 'clock check skipped');
+    }
+  }
 }
 
 interface PgError {
@@ -78,21 +135,36 @@ export function describeConnectError(err: unknown, settings: PgSettings, databas
   );
 }
 
-export async function inspectDatabase(settings: PgSettings, options: QueryOptions = {}): Promise<ServerInfo> {
+/** The server's version and the database's size; logs a warning when this host's clock is off from the server's. */
+export async function inspectDatabase(
+  settings: PgSettings,
+  options: QueryOptions & { readonly now?: () => Date } = {},
+): Promise<ServerInfo> {
   const database = options.database ?? settings.database;
+  const now = options.now ?? (() => new Date());
   try {
     return await withDb(settings, options, async (db) => {
-      const [row] = await db.query<{ version: string; num: string; size: string }>(
+      const before = now();
+      const [row] = await db.query<{ version: string; num: string; size: string; now: Date }>(
         `SELECT current_setting('server_version') AS version, current_setting('server_version_num') AS num,
-                pg_database_size(current_database())::text AS size`,
+                pg_database_size(current_database())::text AS size, clock_timestamp() AS now`,
       );
+      const after = now();
       if (!row) throw new PgshelfError('the server returned no version');
       const versionNum = Number(row.num);
+      const skew = clockSkew(before, after, row.now);
+      if (skew) {
+        options.logger?.warn(
+          { local: skew.local.toISOString(), server: skew.server.toISOString(), skewMs: skew.skewMs },
+          describeClockSkew(skew, `${settings.host}:${settings.port}`),
+        );
+      }
       return {
         version: row.version,
         versionNum,
         major: serverMajor(versionNum),
         databaseSize: Number(row.size),
+        clockSkew: skew,
       };
     });
   } catch (err) {

@@ -3,6 +3,7 @@ import { resolveTarget, storageIdentity, type Config } from '../config.js';
 import { ConfigError, errorMessage, isRecoverable } from '../errors.js';
 import { createJobs } from '../jobs/index.js';
 import type { Logger } from '../logger.js';
+import { warnClockSkew } from '../postgres/server.js';
 import { createQueue, JOB_KINDS, redisConnection, retryDelay, type JobKind } from '../queues.js';
 import type { Storage } from '../storage/index.js';
 import { BackupGuards } from './locks.js';
@@ -184,6 +185,12 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
           config.databases.map((d) => d.name).join(', '),
       ),
     (err: unknown) => logger.error({ err: errorMessage(err) }, 'worker cannot reach Redis'),
+  );
+
+  // A clock off from the database servers' makes backup times and retention ages wrong: said once at start.
+  void warnClockSkew(
+    config.databases.map((d) => d.postgres),
+    logger,
   );
 
   const abortAll = (reason = 'worker shutting down'): void => {

@@ -6,6 +6,9 @@ import { createDatabase, dropDatabase, uniqueName, withClient } from '../helpers
 import { commentOnDatabase, databaseInfo } from '../../src/postgres/admin.js';
 import { Db } from '../../src/postgres/connection.js';
 import { resolveTarget } from '../../src/config.js';
+import { createLogger } from '../../src/logger.js';
+import { inspectDatabase } from '../../src/postgres/server.js';
+import { Writable } from 'node:stream';
 
 const defer = useCleanup();
 
@@ -31,5 +34,37 @@ describe('COMMENT ON DATABASE', () => {
     } finally {
       await admin.close();
     }
+  });
+});
+
+describe('clock skew', () => {
+  it("a backup's server check warns, naming both times, when this host is more than a minute off", async () => {
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        lines.push(
+          ...chunk
+            .toString()
+            .split('\n')
+            .filter((l) => l !== ''),
+        );
+        done();
+      },
+    });
+    const logger = createLogger('info', sink);
+    const pg = resolveTarget(testConfig(pgEnv('postgres'))).postgres;
+    const fast = () => new Date(Date.now() + 5 * 60_000);
+    const info = await inspectDatabase(pg, { logger, now: fast });
+    expect(info.clockSkew?.skewMs).toBeGreaterThan(4 * 60_000);
+    const [warning] = lines.map(
+      (l) => JSON.parse(l) as { level: number; msg: string; server: string; local: string },
+    );
+    expect(warning?.level).toBe(40);
+    expect(warning?.msg).toContain(warning?.server);
+    expect(warning?.msg).toContain(warning?.local);
+    expect(warning?.msg).toMatch(/\d+ s ahead/);
+    lines.length = 0;
+    expect((await inspectDatabase(pg, { logger })).clockSkew).toBeUndefined();
+    expect(lines).toEqual([]);
   });
 });
