@@ -1,8 +1,11 @@
 /** URLs are printed with their password masked: in Redis errors, settings errors, whatever the command. */
 import { createServer } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { runCli } from '../helpers/cli.js';
+import { runCli, waitFor } from '../helpers/cli.js';
 import { pgEnv } from '../helpers/env.js';
+import { daemon, useCleanup } from '../helpers/lifecycle.js';
+
+const defer = useCleanup();
 
 const SECRET = 's3cret';
 
@@ -26,6 +29,17 @@ describe('URLs in messages', () => {
     expect(res.stderr).toContain(`127.0.0.1:${port}`);
     expect(res.stderr).toContain('***');
     expect(res.stdout + res.stderr).not.toContain(SECRET);
+  });
+
+  it('a worker that cannot reach Redis logs the failure without the password', async () => {
+    const port = await closedPort();
+    const worker = daemon(
+      'worker',
+      { ...pgEnv('postgres'), REDIS_URL: `redis://:${SECRET}@127.0.0.1:${port}` },
+      defer,
+    );
+    await waitFor('the worker to log a Redis error', () => worker.stderr().includes(`127.0.0.1:${port}`));
+    expect(worker.stdout() + worker.stderr()).not.toContain(SECRET);
   });
 
   it.each([
