@@ -43,7 +43,11 @@ describe('folder storage containment', () => {
       PGSHELF_STORAGE: outside,
     });
     expect(made.code, made.stderr).toBe(0);
-    await writeFile(path.join(outside, 'x.sql.gz'), gzipSync('CREATE TABLE pwned (id int);\n'));
+    // A complete plain dump: restored as it stands, were it inside the folder.
+    await writeFile(
+      path.join(outside, 'x.sql.gz'),
+      gzipSync('CREATE TABLE pwned (id int);\n\n--\n-- PostgreSQL database dump complete\n--\n\n'),
+    );
     await symlink(outside, path.join(root, 'evil'));
     await symlink(path.join(outside, db), path.join(root, db));
     const env = { ...pgEnv(db), PGSHELF_STORAGE: root };
