@@ -66,6 +66,10 @@ export type StorageSettings =
       readonly maxParts: number;
       /** Static credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY; otherwise the SDK's default chain. */
       readonly credentials: S3Credentials | undefined;
+      /** Most time to open a connection to S3 (PGSHELF_S3_CONNECT_TIMEOUT). */
+      readonly connectTimeoutMs: number;
+      /** Most time an S3 request or stream may go without a byte either way (PGSHELF_S3_REQUEST_TIMEOUT). */
+      readonly requestTimeoutMs: number;
     };
 
 export interface S3Credentials {
@@ -158,6 +162,12 @@ export const SETTINGS: readonly SettingDoc[] = [
   { name: 'S3_REGION', default: 'AWS chain', meaning: 'region' },
   { name: 'S3_FORCE_PATH_STYLE', default: 'true with S3_ENDPOINT', meaning: 'path-style bucket addressing' },
   { name: 'PGSHELF_S3_MAX_PARTS', default: '10000', meaning: 'most parts per multipart upload' },
+  { name: 'PGSHELF_S3_CONNECT_TIMEOUT', default: '10', meaning: 'seconds to open a connection to S3' },
+  {
+    name: 'PGSHELF_S3_REQUEST_TIMEOUT',
+    default: '30',
+    meaning: 'seconds an S3 request or transfer may go without a byte',
+  },
   { name: 'PGSHELF_GZIP_LEVEL', default: '6', meaning: 'gzip level 1-9' },
   { name: 'PGSHELF_GZIP_THREADS', default: 'cores, at most 4', meaning: 'cores compressing one backup' },
   { name: 'PGSHELF_SCHEDULE', default: '0 2 * * *', meaning: 'cron expression for backups' },
@@ -352,6 +362,8 @@ export function parseStorage(env: Env, cwd: string): StorageSettings {
   }
   const forcePathStyle = parseBool(env, 'S3_FORCE_PATH_STYLE', endpoint !== undefined);
   const maxParts = parseInteger(env, 'PGSHELF_S3_MAX_PARTS', 10_000, 1, 10_000, '1000');
+  const connectTimeoutMs = parseInteger(env, 'PGSHELF_S3_CONNECT_TIMEOUT', 10, 1, 3600, '10') * 1000;
+  const requestTimeoutMs = parseInteger(env, 'PGSHELF_S3_REQUEST_TIMEOUT', 30, 1, 86_400, '120') * 1000;
   if (raw !== raw.trim()) throw bad('it has spaces around it (quoting in a .env file?); remove them');
   if (/\p{Cc}/u.test(raw)) throw bad('it contains a control character');
   if (raw.startsWith('s3://')) {
@@ -372,6 +384,8 @@ export function parseStorage(env: Env, cwd: string): StorageSettings {
       forcePathStyle,
       maxParts,
       credentials: s3Credentials(env),
+      connectTimeoutMs,
+      requestTimeoutMs,
     });
   }
   let dir: string;

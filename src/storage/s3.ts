@@ -1,7 +1,7 @@
 import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
 import { PassThrough, Readable } from 'node:stream';
 import type { S3Credentials } from '../config.js';
-import { StorageError, StorageRefusedError } from '../errors.js';
+import { StorageError, StorageRefusedError, errorMessage } from '../errors.js';
 import {
   newRequestCounts,
   type RequestCounts,
@@ -62,8 +62,21 @@ export interface S3Options {
   readonly forcePathStyle: boolean;
   readonly maxParts: number;
   readonly credentials?: S3Credentials | undefined;
+  /** PGSHELF_S3_CONNECT_TIMEOUT, in ms (default 10 s). */
+  readonly connectTimeoutMs?: number;
+  /** PGSHELF_S3_REQUEST_TIMEOUT, in ms (default 30 s): most time without a byte sent or received. */
+  readonly requestTimeoutMs?: number;
   /** Extra client settings (credentials in tests). */
   readonly clientConfig?: S3ClientConfig;
+}
+
+const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
+
+/** The SDK's own timeouts, and Node's ones beneath it (a refused or reset connection is not one). */
+function isTimeout(err: unknown): boolean {
+  const e = err as { name?: string; code?: string };
+  return e.name === 'TimeoutError' || e.code === 'ETIMEDOUT' || e.code === 'ESOCKETTIMEDOUT';
 }
 
 function httpStatus(err: unknown): number | undefined {
@@ -111,6 +124,12 @@ export class S3Storage implements Storage {
         // Non-AWS services (MinIO, R2, Scaleway, s3rver) reject or mangle the SDK's default CRC checksums.
         requestChecksumCalculation: 'WHEN_REQUIRED',
         responseChecksumValidation: 'WHEN_REQUIRED',
+        // Without these an endpoint that accepts connections and never answers holds a call forever. The socket
+        // timeout is an idle one, so a long streamed upload or download is fine as long as bytes keep moving.
+        requestHandler: {
+          connectionTimeout: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+          socketTimeout: options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS,
+        },
         ...options.clientConfig,
       }),
     }));
@@ -130,6 +149,7 @@ export class S3Storage implements Storage {
   }
 
   private fail(action: string, key: string, err: unknown): StorageError {
+    if (isTimeout(err)) return this.timedOut(action, key, err);
     const status = httpStatus(err);
     const detail = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
     const code = (err as { Code?: unknown }).Code ?? (err instanceof Error ? err.name : undefined);
@@ -138,6 +158,26 @@ export class S3Storage implements Storage {
     return new Refused(
       `S3 ${action} ${this.locate(key)} failed${status ? ` (HTTP ${status})` : ''}: ${detail}. ` +
         'Check PGSHELF_STORAGE, S3_ENDPOINT and the AWS credentials',
+      { cause: err },
+    );
+  }
+
+  /** A call that got no answer in time: which endpoint, which setting, and what to do. */
+  private timedOut(action: string, key: string, err: unknown): StorageError {
+    const connecting = /establish a connection|connect/i.test(errorMessage(err));
+    const setting = connecting ? 'PGSHELF_S3_CONNECT_TIMEOUT' : 'PGSHELF_S3_REQUEST_TIMEOUT';
+    const ms = connecting
+      ? (this.options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS)
+      : (this.options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS);
+    // The origin only: an endpoint URL may carry user:password.
+    const where = this.options.endpoint
+      ? `S3_ENDPOINT=${new URL(this.options.endpoint).origin}`
+      : `AWS S3 (region ${this.options.region ?? 'from the AWS chain'})`;
+    return new StorageError(
+      `S3 ${action} ${this.locate(key)} failed: ${where} ` +
+        (connecting ? 'did not accept a connection' : 'accepted the connection but did not answer') +
+        ` within ${setting}=${ms / 1000} s. Check that S3_ENDPOINT points at a working S3 service, or raise ` +
+        `${setting}, e.g. ${setting}=${connecting ? 30 : 120}`,
       { cause: err },
     );
   }
