@@ -1,11 +1,11 @@
 import { loadConfig, resolveTarget, storageIdentity, type Config } from '../config.js';
-import { ConfigError } from '../errors.js';
+import { AbortedError, ConfigError, errorMessage } from '../errors.js';
 import { createJobs } from '../jobs/index.js';
 import { createLogger, type Logger } from '../logger.js';
 import { checkRedis, createQueue, createQueueEvents, type JobKind } from '../queues.js';
 import { createStorage, type Storage } from '../storage/index.js';
 import { ProgressLine } from './progress.js';
-import { waitForJob } from './queued.js';
+import { CommandFailed, waitForJob } from './queued.js';
 
 export interface SubmitOptions {
   readonly inProcess?: boolean;
@@ -49,6 +49,65 @@ export class Runtime {
   }
 
   /**
+   * Runs the job in this process. A first SIGINT or SIGTERM aborts it (kills pg_dump/psql, aborts the upload)
+   * and the command ends with 130 or 143 once it has cleaned up; if that takes longer than
+   * PGSHELF_SHUTDOWN_GRACE (a storage call that never answers), or a second signal comes, it exits at once.
+   */
+  private async runHere<R>(kind: JobKind, input: object, progress: ProgressLine): Promise<{ result: R }> {
+    const run = createJobs({ config: this.config, storage: this.storage, logger: this.logger })[kind];
+    if (!run) throw new ConfigError(`this build of pgshelf has no ${kind} job`);
+    await this.storage.open();
+    const abort = new AbortController();
+    let interrupted: NodeJS.Signals | undefined;
+    const exitNow = (code: number): void => {
+      this.storage.abortWritersNow?.();
+      process.exit(code);
+    };
+    const onSignal = (signal: NodeJS.Signals): void => {
+      const code = exitCodeFor(signal);
+      if (interrupted) {
+        process.stderr.write(`pgshelf: ${signal} again: stopping now\n`);
+        exitNow(code);
+        return;
+      }
+      interrupted = signal;
+      const graceS = this.config.shutdownGraceMs / 1000;
+      process.stderr.write(
+        `pgshelf: ${signal}: stopping the ${kind} and cleaning up (at most ${graceS} s, ` +
+          'PGSHELF_SHUTDOWN_GRACE; send the signal again to stop at once)\n',
+      );
+      abort.abort(new AbortedError(`interrupted by ${signal}`));
+      // Not cleared: whatever is still running after the grace (a storage call that never answers), this ends it.
+      setTimeout(() => {
+        process.stderr.write(`pgshelf: the ${kind} did not stop within ${graceS} s: exiting now\n`);
+        exitNow(code);
+      }, this.config.shutdownGraceMs).unref();
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    try {
+      const result = (await run(input, {
+        signal: abort.signal,
+        logger: this.logger,
+        progress: (p) => progress.update(p),
+      })) as R;
+      return { result };
+    } catch (err) {
+      if (interrupted) {
+        throw new CommandFailed(
+          `${kind} interrupted by ${interrupted}: ${errorMessage(err)}`,
+          exitCodeFor(interrupted),
+        );
+      }
+      throw err;
+    } finally {
+      progress.done();
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    }
+  }
+
+  /**
    * Runs a job: in this process (`--in-process`), or on the queue, waiting for a worker to finish it while
    * showing its progress (default), or returning at once with the job id (`--no-wait`).
    */
@@ -58,27 +117,7 @@ export class Runtime {
     options: SubmitOptions,
   ): Promise<{ jobId?: string; result?: R }> {
     const progress = new ProgressLine(process.stderr, !options.json || process.stderr.isTTY);
-    if (options.inProcess) {
-      const run = createJobs({ config: this.config, storage: this.storage, logger: this.logger })[kind];
-      if (!run) throw new ConfigError(`this build of pgshelf has no ${kind} job`);
-      await this.storage.open();
-      const abort = new AbortController();
-      const onSignal = (): void => abort.abort(new Error('interrupted'));
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
-      try {
-        const result = (await run(input, {
-          signal: abort.signal,
-          logger: this.logger,
-          progress: (p) => progress.update(p),
-        })) as R;
-        return { result };
-      } finally {
-        progress.done();
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
-      }
-    }
+    if (options.inProcess) return this.runHere<R>(kind, input, progress);
 
     // The worker runs the job with its own settings; the job says which database and storage the command meant,
     // and the worker refuses it when they are not its own.
@@ -110,6 +149,11 @@ export class Runtime {
       await queue.close();
     }
   }
+}
+
+/** The shell's convention for a command ended by a signal: 128 + its number (SIGINT 130, SIGTERM 143). */
+export function exitCodeFor(signal: NodeJS.Signals): number {
+  return signal === 'SIGINT' ? 130 : 143;
 }
 
 /** Prints `value`, a successful command's result, as one JSON document on stdout, marked `"ok": true`. */

@@ -4,7 +4,9 @@ import {
   createWriteStream,
   lstatSync,
   mkdirSync,
+  openSync,
   realpathSync,
+  unlinkSync,
   type Dirent,
 } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
@@ -26,6 +28,8 @@ const PARTIAL = '.partial';
 export class FsStorage implements Storage {
   readonly url: string;
   readonly requests = newRequestCounts();
+  /** Temp files of writers neither committed nor aborted, for abortWritersNow(). */
+  private readonly openWriters = new Map<string, { destroy(): void }>();
 
   constructor(readonly root: string) {
     this.url = `file://${root}`;
@@ -95,15 +99,19 @@ export class FsStorage implements Storage {
       `.${path.basename(final)}.${randomBytes(4).toString('hex')}${PARTIAL}`,
     );
     this.requests.put++;
-    // Sync mkdir: once per backup, and the stream must be able to open its file on first write.
+    // Sync mkdir and open: once per backup, and the temp file then exists as soon as the writer does, so
+    // abortWritersNow() can always remove it.
     mkdirSync(path.dirname(final), { recursive: true });
-    const stream = createWriteStream(temp, { flags: 'wx', mode: 0o600, highWaterMark: 1 << 20 });
+    const fd = openSync(temp, 'wx', 0o600);
+    const stream = createWriteStream(temp, { fd, highWaterMark: 1 << 20 });
+    this.openWriters.set(temp, stream);
     let settled = false;
     return {
       stream,
       commit: async () => {
         if (settled) throw new StorageError(`writer for ${key} already finished`);
         settled = true;
+        this.openWriters.delete(temp);
         const handle = await open(temp, 'r');
         try {
           await handle.sync();
@@ -116,10 +124,23 @@ export class FsStorage implements Storage {
       abort: async () => {
         if (settled) return;
         settled = true;
+        this.openWriters.delete(temp);
         stream.destroy();
         await rm(temp, { force: true });
       },
     };
+  }
+
+  abortWritersNow(): void {
+    for (const [temp, stream] of this.openWriters) {
+      stream.destroy();
+      try {
+        unlinkSync(temp);
+      } catch {
+        // Already gone.
+      }
+    }
+    this.openWriters.clear();
   }
 
   async putObject(key: string, body: string | Buffer): Promise<void> {

@@ -72,6 +72,11 @@ export interface Storage {
    */
   open(): Promise<void>;
   close(): Promise<void>;
+  /**
+   * For a forced exit, synchronous: drops every writer still open and removes what it wrote (temp files).
+   * Optional: an S3 multipart upload left open is aborted later by prune.
+   */
+  abortWritersNow?(): void;
 }
 
 export function newRequestCounts(): RequestCounts {

@@ -1,0 +1,119 @@
+/**
+ * Nothing hangs without end: an S3 endpoint that accepts connections and never answers ends a command with a
+ * clear error within the S3 timeouts, and a first SIGTERM or SIGINT ends an in-process job, even while it waits
+ * on such an endpoint, leaving nothing behind.
+ */
+import { readdir } from 'node:fs/promises';
+import { describe, expect, it } from 'vitest';
+import type { Env } from '../../src/config.js';
+import { startCli, waitFor, type CliResult, type RunningCli } from '../helpers/cli.js';
+import { useCleanup, workerFixture } from '../helpers/lifecycle.js';
+import { dumpIsWaiting, lockTable, withClient } from '../helpers/pg.js';
+import { silentServer, type SilentServer } from '../helpers/silent.js';
+
+const defer = useCleanup();
+
+async function silentS3(): Promise<SilentServer> {
+  const server = await silentServer();
+  defer(() => server.close());
+  return server;
+}
+
+function s3On(server: SilentServer, extra: Env = {}): Env {
+  return {
+    PGSHELF_STORAGE: 's3://silent-bucket/backups',
+    S3_ENDPOINT: server.url,
+    S3_REGION: 'us-east-1',
+    AWS_ACCESS_KEY_ID: 'S3RVER',
+    AWS_SECRET_ACCESS_KEY: 'S3RVER',
+    ...extra,
+  };
+}
+
+/** A CLI run, killed after the test if still running; `ended` waits generously for it to end on its own. */
+function run(args: string[], env: Env): RunningCli & { ended(what: string): Promise<CliResult> } {
+  const cli = startCli(args, env);
+  let result: CliResult | undefined;
+  void cli.done.then((r) => (result = r));
+  defer(async () => {
+    if (cli.child.exitCode === null && cli.child.signalCode === null) cli.child.kill('SIGKILL');
+    await cli.done;
+  });
+  return { ...cli, ended: (what) => waitFor(what, () => result, 90_000) };
+}
+
+/** pgshelf's own sessions (pg_dump) still connected to `database`. */
+async function sessions(database: string): Promise<number> {
+  return withClient('postgres', async (c) => {
+    const r = await c.query(
+      `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = 'pgshelf'`,
+      [database],
+    );
+    return (r.rows[0] as { n: number }).n;
+  });
+}
+
+/** Archives, manifests and temp files in a storage folder (the attempt marker is not a backup). */
+async function leftovers(dir: string): Promise<string[]> {
+  return (await readdir(dir, { recursive: true })).filter(
+    (f) => /\.(gz|json|partial)$/.test(f) && !f.endsWith('.pgshelf-last-attempt.json'),
+  );
+}
+
+const fast = { PGSHELF_S3_CONNECT_TIMEOUT: '1', PGSHELF_S3_REQUEST_TIMEOUT: '1' };
+
+describe('a silent S3 endpoint', () => {
+  it('`list` ends with an error naming S3_ENDPOINT and the timeout setting', async () => {
+    const server = await silentS3();
+    const { env } = await workerFixture(defer, { rows: 10 });
+    const cli = run(['list'], { ...env, ...s3On(server, fast) });
+    const res = await cli.ended('list to end');
+    expect(res.code).toBe(1);
+    expect(res.stderr).toContain(`S3_ENDPOINT=${server.url}`);
+    expect(res.stderr).toMatch(/PGSHELF_S3_REQUEST_TIMEOUT=1/);
+    expect(server.connections()).toBeGreaterThan(0);
+  });
+
+  it('`backup --in-process` ends with that error and leaves no pg_dump running', async () => {
+    const server = await silentS3();
+    const { db, env } = await workerFixture(defer, { rows: 10 });
+    const cli = run(['backup', '--in-process'], { ...env, ...s3On(server, fast) });
+    const res = await cli.ended('the backup to end');
+    expect(res.code).toBe(1);
+    expect(res.stderr).toContain(`S3_ENDPOINT=${server.url}`);
+    expect(res.stderr).toMatch(/PGSHELF_S3_(REQUEST|CONNECT)_TIMEOUT=1/);
+    expect(await sessions(db)).toBe(0);
+  });
+});
+
+describe('a first signal ends an in-process job', () => {
+  it('SIGTERM while the backup waits on a silent S3 endpoint: exit 143, pg_dump gone', async () => {
+    const server = await silentS3();
+    const { db, env } = await workerFixture(defer, { rows: 10 });
+    // Long S3 timeouts: it is the signal, not a timeout, that must end the command.
+    const cli = run(['backup', '--in-process'], {
+      ...env,
+      ...s3On(server, { PGSHELF_S3_CONNECT_TIMEOUT: '600', PGSHELF_S3_REQUEST_TIMEOUT: '600' }),
+      PGSHELF_SHUTDOWN_GRACE: '2',
+    });
+    await waitFor('the backup to reach S3', () => server.connections() > 0);
+    cli.child.kill('SIGTERM');
+    const res = await cli.ended('the backup to end after SIGTERM');
+    expect(res.code, res.stderr).toBe(143);
+    expect(res.stderr).toMatch(/SIGTERM/);
+    await waitFor('pg_dump to go away', async () => (await sessions(db)) === 0, 10_000);
+  });
+
+  it('SIGINT while pg_dump waits on a lock: exit 130, pg_dump killed, no archive, manifest or .partial', async () => {
+    const { db, dir, env } = await workerFixture(defer, { rows: 10 });
+    const lock = await lockTable(db, 'app.orders');
+    defer(() => lock.release());
+    const cli = run(['backup', '--in-process'], { ...env, PGSHELF_SHUTDOWN_GRACE: '2' });
+    await waitFor('pg_dump to block on the lock', () => dumpIsWaiting(db));
+    cli.child.kill('SIGINT');
+    const res = await cli.ended('the backup to end after SIGINT');
+    expect(res.code, res.stderr).toBe(130);
+    await waitFor('pg_dump to go away', async () => (await sessions(db)) === 0, 10_000);
+    expect(await leftovers(dir)).toEqual([]);
+  });
+});
