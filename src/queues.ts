@@ -2,11 +2,25 @@ import { Queue, QueueEvents, type JobsOptions } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
 import { PgshelfError } from './errors.js';
 import type { Config } from './config.js';
+import type { Logger } from './logger.js';
 import { maskUrl } from './url.js';
 
 /** One queue per kind of job, all under PGSHELF_QUEUE_PREFIX. */
 export const JOB_KINDS = ['backup', 'restore', 'prune', 'drill'] as const;
 export type JobKind = (typeof JOB_KINDS)[number];
+
+/**
+ * A scheduler's claim on one slot of one database (SET NX): whoever sets it enqueues the slot, so a slot is
+ * enqueued once however long BullMQ keeps finished jobs. Outside BullMQ's `<prefix>:<queue>:` key space.
+ */
+export function slotClaimKey(prefix: string, kind: JobKind, database: string, slot: string): string {
+  return `${prefix}:scheduler:claim:${kind}:${encodeURIComponent(database)}:${slot}`;
+}
+
+/** Hash: database -> id of the last job a scheduler enqueued for it, to coalesce slots while it still waits. */
+export function lastSlotJobsKey(prefix: string, kind: JobKind): string {
+  return `${prefix}:scheduler:last:${kind}`;
+}
 
 /** BullMQ connection options from REDIS_URL. Workers need maxRetriesPerRequest: null (blocking commands). */
 export function redisConnection(config: Config): RedisOptions {
@@ -19,6 +33,8 @@ export function redisConnection(config: Config): RedisOptions {
     ...(url.password ? { password: decodeURIComponent(url.password) } : {}),
     ...(Number.isInteger(db) ? { db } : {}),
     ...(url.protocol === 'rediss:' ? { tls: {} } : {}),
+    // A host that drops packets would otherwise hold a connection attempt for the OS's TCP timeout (minutes).
+    connectTimeout: REDIS_CONNECT_TIMEOUT_MS,
     maxRetriesPerRequest: null,
   };
 }
@@ -32,6 +48,108 @@ export const BACKOFF_TYPE = 'pgshelf';
 /** Delay before retry number `attemptsMade` (1 for the first): PGSHELF_RETRY_DELAY, doubling each time. */
 export function retryDelay(config: Config, attemptsMade: number): number {
   return Math.round(2 ** Math.max(0, attemptsMade - 1) * config.retryDelayMs);
+}
+
+const REDIS_CONNECT_TIMEOUT_MS = 10_000;
+
+/**
+ * REDIS_URL for logs and messages, without its user name and password.
+ * (Placeholder until a shared URL-masking helper exists; same intent.)
+ */
+export function redisUrlForLogs(redisUrl: string): string {
+  try {
+    const url = new URL(redisUrl);
+    url.username = '';
+    url.password = '';
+    return url.toString().replace(/\/$/, '');
+  } catch {
+    return 'REDIS_URL';
+  }
+}
+
+const CONNECTION_ERRORS =
+  /ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|ECONNRESET|EHOSTUNREACH|ENETUNREACH|EPIPE|Connection is closed|connect/i;
+
+/** Whether an error from a Redis client or a BullMQ object means "Redis cannot be reached" (not a job's failure). */
+export function isRedisConnectionError(err: unknown): boolean {
+  const e = err as { code?: string; message?: string };
+  return CONNECTION_ERRORS.test(`${e.code ?? ''} ${e.message ?? ''}`);
+}
+
+/** Something that emits ioredis/BullMQ connection errors. */
+interface ErrorSource {
+  on(event: 'error', listener: (err: Error) => void): unknown;
+}
+
+/**
+ * One voice for every Redis connection of a process (BullMQ queues and workers, guard clients): the first
+ * failure logs one plain line, "cannot reach Redis at <URL> (<reason>); retrying", later ones at most one line
+ * per `everyMs`, and "Redis is back" when a connection is ready again. Without it each connection logs each
+ * retry (40 lines in 5 s for a worker), and a client without a listener prints ioredis' raw "Unhandled error
+ * event" dumps between the JSON lines.
+ */
+export class RedisHealth {
+  private down = false;
+  private lastReport = 0;
+  private quiet = 0;
+  readonly url: string;
+
+  constructor(
+    redisUrl: string,
+    private readonly logger: Logger,
+    private readonly everyMs = 30_000,
+  ) {
+    this.url = redisUrlForLogs(redisUrl);
+  }
+
+  /** Routes `source`'s connection errors here; any other error goes to `other` (default: logged as is). */
+  watch(source: ErrorSource, other?: (err: Error) => void): void {
+    source.on('error', (err: Error) => {
+      if (isRedisConnectionError(err)) this.failed(err);
+      else if (other) other(err);
+      else this.logger.error({ err: err.message }, 'Redis error');
+    });
+  }
+
+  /** A BullMQ queue or worker: its errors, and its connection becoming ready (again). */
+  watchBull(
+    target: ErrorSource & { readonly client: Promise<{ on(event: 'ready', l: () => void): unknown }> },
+    other?: (err: Error) => void,
+  ): void {
+    this.watch(target, other);
+    target.client.then(
+      (client) => {
+        this.ok();
+        client.on('ready', () => this.ok());
+      },
+      () => undefined,
+    );
+  }
+
+  failed(err: unknown): void {
+    const now = Date.now();
+    if (this.down && now - this.lastReport < this.everyMs) {
+      this.quiet++;
+      return;
+    }
+    const reason = err instanceof Error ? err.message : String(err);
+    const more = this.quiet > 0 ? ` (${this.quiet} more failures since the last line)` : '';
+    this.logger.error(
+      { redis: this.url, reason },
+      `cannot reach Redis at ${this.url} (${reason}); retrying${more}. Start Redis or fix REDIS_URL`,
+    );
+    this.down = true;
+    this.lastReport = now;
+    this.quiet = 0;
+  }
+
+  /** A connection is ready: says so once after an outage. */
+  ok(): void {
+    if (!this.down) return;
+    this.down = false;
+    this.quiet = 0;
+    this.logger.info({ redis: this.url }, `Redis is back at ${this.url}`);
+  }
 }
 
 /** Retries with exponential backoff; finished jobs are kept a while for `pgshelf` and the dashboard. */

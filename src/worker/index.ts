@@ -4,7 +4,7 @@ import { ConfigError, errorMessage, isRecoverable } from '../errors.js';
 import { createJobs } from '../jobs/index.js';
 import type { Logger } from '../logger.js';
 import { warnClockSkew } from '../postgres/server.js';
-import { createQueue, JOB_KINDS, redisConnection, retryDelay, type JobKind } from '../queues.js';
+import { createQueue, JOB_KINDS, RedisHealth, redisConnection, retryDelay, type JobKind } from '../queues.js';
 import type { Storage } from '../storage/index.js';
 import { BackupGuards } from './locks.js';
 
@@ -67,6 +67,7 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
   const running = new Map<string, AbortController>();
   const kinds = (options.kinds ?? JOB_KINDS).filter((k) => jobs[k] !== undefined);
 
+  const health = new RedisHealth(config.redisUrl, logger);
   // The guards expire with the job lock: a backup whose worker died is run again after about
   // PGSHELF_LOCK_DURATION, and must not then wait out a dead worker's guard (it was a fixed 60 s).
   const guards = new BackupGuards(
@@ -76,6 +77,7 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
     config.lockDurationMs,
   );
   const pruneQueue = createQueue(config, 'prune');
+  health.watchBull(pruneQueue);
 
   /**
    * A backup waits while another dump of the same database runs, or while the server already has
@@ -167,7 +169,7 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
       // Jobs ask for backoff type 'pgshelf' (older ones for 'exponential', which BullMQ computes itself).
       settings: { backoffStrategy: (attemptsMade: number) => retryDelay(config, attemptsMade) },
     });
-    worker.on('error', (err) => logger.error({ err: errorMessage(err), queue: kind }, 'worker error'));
+    health.watchBull(worker, (err) => logger.error({ err: errorMessage(err), queue: kind }, 'worker error'));
     return worker;
   });
   const ready = Promise.all(workers.map((w) => w.waitUntilReady())).then(

@@ -79,6 +79,8 @@ export function registerScheduler(program: Command, runtime: (level?: string) =>
         logger: rt.logger,
         stop: () => scheduler.stop(),
         force: () => undefined,
+        // stop() drops Redis connections after the grace; this is the backstop should even that block.
+        deadlineMs: rt.config.shutdownGraceMs + 5_000,
       });
       await scheduler.ready;
       for (const d of rt.config.databases) {

@@ -19,7 +19,13 @@ export function registerWorker(program: Command, runtime: (level?: string) => Ru
           await worker.close();
           await rt.close();
         },
-        force: () => worker.abortAll('worker was forced to stop'),
+        force: () => {
+          worker.abortAll('worker was forced to stop');
+          // The process exits right after this: temp files must go now, not in the aborts' async clean-up.
+          rt.storage.abortWritersNow?.();
+        },
+        // close() aborts jobs after the grace; past this a job stuck in a call that never returns is left behind.
+        deadlineMs: rt.config.shutdownGraceMs + 15_000,
       });
       // Runs until a signal; the shutdown handler exits the process.
       await new Promise<void>(() => {});
