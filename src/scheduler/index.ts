@@ -8,10 +8,11 @@
  * fires there. Here every local slot fires once, DST or not, and the arithmetic is a tested pure function.
  */
 import type { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
 import type { Config, DatabaseTarget } from '../config.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { createQueue, type JobKind } from '../queues.js';
+import { createQueue, lastSlotJobsKey, RedisHealth, slotClaimKey, type JobKind } from '../queues.js';
 import { localMs, previousSlot, slotAfter, type LocalSlot } from './slots.js';
 
 /** Longest single wait: timers are re-armed at least hourly, so clock changes and sleeps are noticed. */
@@ -49,7 +50,10 @@ export interface Scheduler {
   readonly ready: Promise<void>;
   /** Enqueues one slot for a group now (used by the timers; exposed for benchmarks). */
   enqueueSlot(group: Group, slot: LocalSlot): Promise<number>;
-  stop(): Promise<void>;
+  /** Slots not enqueued because the database's previous job was still waiting, since start. */
+  coalesced(): number;
+  /** Closes the connections, waiting at most `graceMs` for Redis before dropping them. */
+  stop(graceMs?: number): Promise<void>;
 }
 
 export interface SchedulerOptions {
@@ -58,32 +62,107 @@ export interface SchedulerOptions {
   readonly now?: () => Date;
 }
 
+/** Job states in which a job has not started: a new slot is merged into it rather than queued behind it. */
+const NOT_STARTED = new Set(['waiting', 'prioritized', 'paused']);
+
+/** Past this lag a slot can no longer be caught up (previousSlot looks back this far). */
+const CATCH_UP_WINDOW_MS = 8 * 86_400_000;
+
+/**
+ * How long a slot's claim is kept: until the next slot (after which catch-up no longer picks this one),
+ * capped at the catch-up window, plus an hour for clocks of replicas that disagree.
+ */
+export function claimTtlSeconds(group: Pick<Group, 'expr' | 'timezone'>, slot: LocalSlot): number {
+  const gap = slotAfter(group.expr, group.timezone, slot.naive).at.getTime() - slot.at.getTime();
+  return Math.ceil((Math.min(Math.max(gap, 0), CATCH_UP_WINDOW_MS) + 3_600_000) / 1000);
+}
+
 export function startScheduler(options: SchedulerOptions): Scheduler {
   const { config, logger } = options;
   const now = options.now ?? (() => new Date());
+  const health = new RedisHealth(config.redisUrl, logger);
   const queues = new Map<JobKind, Queue>();
   const queue = (kind: JobKind): Queue => {
     let q = queues.get(kind);
-    if (!q) queues.set(kind, (q = createQueue(config, kind)));
+    if (!q) {
+      queues.set(kind, (q = createQueue(config, kind)));
+      health.watchBull(q);
+    }
     return q;
   };
   const timers = new Set<NodeJS.Timeout>();
   let stopped = false;
+  let coalescedTotal = 0;
   const groups = groupSchedules(config.databases);
 
+  /**
+   * Claims (database, slot) for each database, then enqueues the claimed ones whose previous job has started
+   * (or finished); the others are coalesced into that waiting job. Replicas and restarts find the claims.
+   */
   const enqueueSlot = async (group: Group, slot: LocalSlot): Promise<number> => {
-    const jobs = group.databases.map((database) => ({
+    const q = queue(group.kind);
+    // BullMQ's own connection: ioredis underneath (its declared type is narrower).
+    const client = (await q.client) as unknown as Redis;
+    const ttl = claimTtlSeconds(group, slot);
+    const claims = group.databases.map((d) => slotClaimKey(config.queuePrefix, group.kind, d, slot.local));
+    const claimBatch = client.pipeline();
+    for (const key of claims) claimBatch.set(key, slot.at.toISOString(), 'EX', ttl, 'NX');
+    const answers = (await claimBatch.exec()) ?? [];
+    const claimed = group.databases.filter((_, i) => {
+      const [err, reply] = answers[i] ?? [new Error('no reply'), null];
+      if (err) throw err;
+      return reply === 'OK';
+    });
+
+    const lastKey = lastSlotJobsKey(config.queuePrefix, group.kind);
+    const lastIds = claimed.length > 0 ? await client.hmget(lastKey, ...claimed) : [];
+    const states = await Promise.all(lastIds.map((id) => (id ? q.getJobState(id) : Promise.resolve('none'))));
+    const coalesced = claimed.filter((_, i) => NOT_STARTED.has(states[i] ?? 'none'));
+    const toAdd = claimed.filter((_, i) => !NOT_STARTED.has(states[i] ?? 'none'));
+
+    const jobs = toAdd.map((database) => ({
       name: group.kind,
       data: { database, slot: slot.local, timezone: group.timezone, scheduledAt: slot.at.toISOString() },
       opts: { jobId: slotJobId(group.kind, database, slot) },
     }));
-    // One round trip for every database sharing this schedule; existing ids are left as they are.
-    const added = await queue(group.kind).addBulk(jobs);
+    try {
+      // One round trip for every database sharing this schedule.
+      if (jobs.length > 0) await q.addBulk(jobs);
+    } catch (err) {
+      // Unclaim, so a retry (another replica, a restart) can enqueue them.
+      const unclaim = toAdd.map((d) => slotClaimKey(config.queuePrefix, group.kind, d, slot.local));
+      await client.del(...unclaim).catch(() => undefined);
+      throw err;
+    }
+    if (jobs.length > 0) {
+      await client.hset(lastKey, Object.fromEntries(jobs.map((j) => [j.data.database, j.opts.jobId])));
+    }
+    coalescedTotal += coalesced.length;
     logger.info(
-      { kind: group.kind, slot: slot.local, timezone: group.timezone, databases: group.databases.length },
+      {
+        kind: group.kind,
+        slot: slot.local,
+        timezone: group.timezone,
+        databases: group.databases.length,
+        enqueued: jobs.length,
+        coalesced: coalesced.length,
+        alreadyEnqueued: group.databases.length - claimed.length,
+      },
       'slot enqueued',
     );
-    return added.length;
+    if (coalesced.length > 0) {
+      logger.warn(
+        {
+          kind: group.kind,
+          slot: slot.local,
+          coalesced: coalesced.length,
+          databases: coalesced.slice(0, 10),
+        },
+        `${coalesced.length} ${group.kind} jobs coalesced: the previous slot's job of each database had not ` +
+          'started yet, so this slot runs as that job (add workers, or space the schedule out)',
+      );
+    }
+    return jobs.length;
   };
 
   const arm = (group: Group, after: number): void => {
@@ -136,12 +215,27 @@ export function startScheduler(options: SchedulerOptions): Scheduler {
   return {
     ready,
     enqueueSlot,
-    stop: async () => {
+    coalesced: () => coalescedTotal,
+    stop: async (graceMs = config.shutdownGraceMs) => {
       stopped = true;
       for (const t of timers) clearTimeout(t);
       timers.clear();
-      await ready.catch(() => undefined);
-      await Promise.all([...queues.values()].map((q) => q.close()));
+      // With Redis down the catch-up's add waits for ever: wait for it and the close at most graceMs.
+      const closed = (async () => {
+        await ready.catch(() => undefined);
+        await Promise.all([...queues.values()].map((q) => q.close()));
+      })();
+      let timer: NodeJS.Timeout | undefined;
+      const expired = new Promise<'expired'>((resolve) => {
+        timer = setTimeout(() => resolve('expired'), graceMs);
+      });
+      const first = await Promise.race([closed.then(() => 'closed' as const), expired]);
+      clearTimeout(timer);
+      if (first === 'expired') {
+        logger.warn({ graceMs }, 'Redis did not answer within the grace period: dropping its connections');
+        await Promise.all([...queues.values()].map((q) => q.disconnect().catch(() => undefined)));
+      }
+      logger.info('scheduler stopped');
     },
   };
 }

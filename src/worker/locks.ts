@@ -4,6 +4,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { Redis, type RedisOptions } from 'ioredis';
+import type { PgSettings } from '../config.js';
+import { Db } from '../postgres/connection.js';
 
 // KEYS[1] database lock, KEYS[2] host semaphore (sorted set: token -> expiry, in Redis' own clock).
 // ARGV: token, ttl ms, host limit. Returns 1 (acquired), -1 (database busy) or -2 (host full).
@@ -116,4 +118,43 @@ export class BackupGuards {
   async close(): Promise<void> {
     await this.redis.quit().catch(() => undefined);
   }
+}
+
+/**
+ * Advisory-lock key of "a pgshelf backup runs here" (int4 pair; the first one spells "pgsh"). Advisory locks are
+ * scoped to the database the session is connected to, so one constant key taken in the database being backed up
+ * is a per-database lock, without hashing names into a shared key space.
+ */
+const ADVISORY_KEY = [0x70677368, 1] as const;
+
+/**
+ * The overlap guard of `backup --in-process` when Redis cannot be reached: a session-level advisory lock in the
+ * database itself, held on its own connection while the backup runs (and dropped with the process if it dies).
+ * Returns undefined when another session holds it; `release` when taken. A database that cannot be connected
+ * to is not locked: the backup then fails on its own, with the reason.
+ */
+export async function takeAdvisoryBackupLock(
+  settings: PgSettings,
+): Promise<{ readonly taken: boolean; release(): Promise<void> }> {
+  let db: Db;
+  try {
+    db = await Db.connect(settings);
+  } catch {
+    return { taken: true, release: () => Promise.resolve() };
+  }
+  const [row] = await db
+    .query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS ok', [...ADVISORY_KEY])
+    .catch(async (err: unknown) => {
+      await db.close();
+      throw err;
+    });
+  if (!row?.ok) {
+    await db.close();
+    return { taken: false, release: () => Promise.resolve() };
+  }
+  return {
+    taken: true,
+    // Closing the session releases the lock.
+    release: () => db.close(),
+  };
 }

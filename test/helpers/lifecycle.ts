@@ -1,5 +1,6 @@
 /** Per-test clean-up, worker processes and queues, shared by the integration tests. */
 import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
 import { rm } from 'node:fs/promises';
 import { afterEach } from 'vitest';
 import type { Env } from '../../src/config.js';
@@ -39,6 +40,15 @@ export function queues(prefix: string, defer: ReturnType<typeof useCleanup>): (n
       const q = open.get(name) ?? new Queue(name, { connection: redis, prefix });
       await q.obliterate({ force: true });
       await q.close();
+    }
+    // The scheduler's own keys (slot claims, last job per database) live beside the queues.
+    const client = new Redis(redis);
+    try {
+      for await (const keys of client.scanStream({ match: `${prefix}:scheduler:*`, count: 1000 })) {
+        if ((keys as string[]).length > 0) await client.del(...(keys as string[]));
+      }
+    } finally {
+      client.disconnect();
     }
   });
   return (name) => {

@@ -1,11 +1,11 @@
-import type { Job, Queue } from 'bullmq';
+import { Worker, type Job, type Queue } from 'bullmq';
 import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Env } from '../../src/config.js';
 import { waitFor } from '../helpers/cli.js';
 import { pgEnv, tempDir, uniquePrefix } from '../helpers/env.js';
-import { daemon, queues, useCleanup } from '../helpers/lifecycle.js';
+import { daemon, queues, redis, useCleanup } from '../helpers/lifecycle.js';
 
 const defer = useCleanup();
 const scheduler = (env: Env) => daemon('scheduler', env, defer);
@@ -36,12 +36,30 @@ async function allJobs(q: Queue): Promise<Job[]> {
   return q.getJobs(['waiting', 'delayed', 'active', 'completed', 'failed', 'paused', 'prioritized']);
 }
 
+/**
+ * A stand-in for pgshelf workers: completes every job of `kind` at once, so each slot finds the previous job done
+ * (a job still waiting would coalesce the next slot into it).
+ */
+function drain(env: Env, kind: string): void {
+  const w = new Worker(kind, () => Promise.resolve('done'), {
+    connection: redis,
+    prefix: env.PGSHELF_QUEUE_PREFIX,
+    concurrency: 20,
+  });
+  defer(() => w.close());
+}
+
+async function jobsOf(q: Queue, states: Parameters<Queue['getJobs']>[0]): Promise<Job[]> {
+  return q.getJobs(states);
+}
+
 describe('pgshelf scheduler', () => {
   it('two replicas enqueue each slot of each database exactly once', async () => {
     const { env, queue } = await setup(
       'defaults:\n  schedule: "* * * * * *"\ndatabases:\n  - name: alpha\n  - name: beta\n  - name: "gamma db"\n',
       { PGSHELF_CATCH_UP: 'off' },
     );
+    drain(env, 'backup');
     const a = scheduler(env);
     const b = scheduler(env);
     await waitFor(
@@ -76,6 +94,7 @@ describe('pgshelf scheduler', () => {
     const { env, queue } = await setup(
       'databases:\n  - name: app\n    schedule: "0 2 * * *"\n    drill_schedule: "* * * * * *"\n    timezone: Europe/Paris\n',
     );
+    drain(env, 'drill');
     const first = scheduler(env);
     await waitFor('a drill slot', async () => (await allJobs(queue('drill'))).length >= 2, 10_000);
     first.child.kill('SIGTERM');
@@ -104,5 +123,59 @@ describe('pgshelf scheduler', () => {
     expect(res.stderr).toMatch(
       /databases\.yaml:3: databases\[0\]\.schedule: "every night" is not a cron expression/,
     );
+  });
+
+  it('enqueues a slot once even after finished jobs are gone (more databases than BullMQ keeps)', async () => {
+    const names = ['a1', 'a2', 'a3', 'a4', 'a5'];
+    const { env, queue } = await setup(`databases:\n${names.map((n) => `  - name: ${n}\n`).join('')}`, {
+      PGSHELF_SCHEDULE: '0 2 * * *',
+      PGSHELF_CATCH_UP: 'last',
+    });
+    const first = scheduler(env);
+    await waitFor('the first scheduler to start', () => first.stderr().includes('scheduler started'));
+    first.child.kill('SIGTERM');
+    expect((await first.done).code).toBe(0);
+    const queued = await allJobs(queue('backup'));
+    expect(queued.map((j) => (j.data as { database: string }).database).sort()).toEqual(names);
+
+    // BullMQ keeps only the newest finished jobs (removeOnComplete): with more databases than that, the ids of
+    // the oldest are gone when the scheduler restarts. Removing three does the same here.
+    for (const job of queued.slice(0, 3)) await job.remove();
+    const second = scheduler(env);
+    await waitFor('the second scheduler to start', () => second.stderr().includes('scheduler started'));
+    second.child.kill('SIGTERM');
+    expect((await second.done).code).toBe(0);
+
+    const after = await allJobs(queue('backup'));
+    expect(after.map((j) => j.id).sort()).toEqual(
+      queued
+        .slice(3)
+        .map((j) => j.id)
+        .sort(),
+    );
+    expect(second.stderr()).toMatch(/"alreadyEnqueued":5/);
+  });
+
+  it('coalesces a slot into the previous job of a database while that job still waits, and says how many', async () => {
+    const { env, queue } = await setup(
+      'defaults:\n  schedule: "* * * * * *"\ndatabases:\n  - name: c1\n  - name: c2\n  - name: c3\n',
+      { PGSHELF_CATCH_UP: 'off' },
+    );
+    const s = scheduler(env);
+    // No worker: every job stays waiting. Three slots at least, so at least two are coalesced.
+    await waitFor('three slots', () => (s.stderr().match(/slot enqueued/g) ?? []).length >= 3, 20_000);
+    s.child.kill('SIGTERM');
+    expect((await s.done).code).toBe(0);
+
+    const waiting = await jobsOf(queue('backup'), ['waiting', 'prioritized', 'delayed']);
+    const perDb = new Map<string, number>();
+    for (const j of waiting) {
+      const db = (j.data as { database: string }).database;
+      perDb.set(db, (perDb.get(db) ?? 0) + 1);
+    }
+    expect(Object.fromEntries(perDb)).toEqual({ c1: 1, c2: 1, c3: 1 });
+    const coalesced = [...s.stderr().matchAll(/"coalesced":(\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
+    expect(coalesced).toBeGreaterThanOrEqual(6);
+    expect(s.stderr()).toMatch(/3 backup jobs coalesced/);
   });
 });
