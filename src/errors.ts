@@ -83,6 +83,9 @@ export class OutsideStorageError extends StorageError {
   override readonly recoverable = false;
 }
 
+/** Another backup of the same database is running (a worker's, or another `backup --in-process`). */
+export class BackupRunningError extends PgshelfError {}
+
 /** The job was aborted (shutdown, cancellation). */
 export class AbortedError extends PgshelfError {
   constructor(message = 'the job was aborted', options?: ErrorOptions) {

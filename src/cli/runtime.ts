@@ -1,9 +1,17 @@
 import { loadConfig, resolveTarget, storageIdentity, type Config } from '../config.js';
-import { AbortedError, ConfigError, errorMessage } from '../errors.js';
+import { AbortedError, BackupRunningError, ConfigError, errorMessage } from '../errors.js';
 import { createJobs } from '../jobs/index.js';
 import { createLogger, type Logger } from '../logger.js';
-import { checkRedis, createQueue, createQueueEvents, type JobKind } from '../queues.js';
+import {
+  checkRedis,
+  createQueue,
+  createQueueEvents,
+  redisConnection,
+  redisUrlForLogs,
+  type JobKind,
+} from '../queues.js';
 import { createStorage, type Storage } from '../storage/index.js';
+import { BackupGuards, takeAdvisoryBackupLock } from '../worker/locks.js';
 import { ProgressLine } from './progress.js';
 import { CommandFailed, waitForJob } from './queued.js';
 
@@ -57,6 +65,7 @@ export class Runtime {
     const run = createJobs({ config: this.config, storage: this.storage, logger: this.logger })[kind];
     if (!run) throw new ConfigError(`this build of pgshelf has no ${kind} job`);
     await this.storage.open();
+    const release = kind === 'backup' ? await this.backupGuard(input) : undefined;
     const abort = new AbortController();
     let interrupted: NodeJS.Signals | undefined;
     const exitNow = (code: number): void => {
@@ -104,7 +113,55 @@ export class Runtime {
       progress.done();
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
+      await release?.();
     }
+  }
+
+  /**
+   * One dump of a database at a time, in-process too: the workers' Redis guard when Redis answers (so an
+   * in-process backup and a worker's exclude each other), else an advisory lock in the database. A second
+   * backup fails at once rather than waiting (a script can retry; a person sees why at once).
+   */
+  private async backupGuard(input: object): Promise<() => Promise<void>> {
+    const target = resolveTarget(this.config, (input as { database?: string }).database);
+    const busy = (how: string): BackupRunningError =>
+      new BackupRunningError(
+        `another backup of "${target.name}" is running (${how}); try again when it ends`,
+      );
+    const redisUp = await checkRedis(this.config, 2000).then(
+      () => true,
+      () => false,
+    );
+    if (redisUp) {
+      const guards = new BackupGuards(
+        redisConnection(this.config),
+        this.config.queuePrefix,
+        this.config.hostConcurrency,
+        this.config.lockDurationMs,
+      );
+      const got = await guards
+        .acquire(target.name, target.postgres.host, target.postgres.port)
+        .catch(async (err: unknown) => {
+          await guards.close();
+          throw err;
+        });
+      if (got.ok) {
+        return async () => {
+          await got.release();
+          await guards.close();
+        };
+      }
+      await guards.close();
+      if (got.reason === 'database-busy')
+        throw busy(`seen in Redis at ${redisUrlForLogs(this.config.redisUrl)}`);
+      throw new BackupRunningError(
+        `the server ${target.postgres.host}:${target.postgres.port} already runs ` +
+          `${this.config.hostConcurrency} backups (PGSHELF_HOST_CONCURRENCY); try again when one ends`,
+      );
+    }
+    const lock = await takeAdvisoryBackupLock(target.postgres);
+    if (!lock.taken) throw busy('it holds the PostgreSQL advisory lock');
+    return () => lock.release();
   }
 
   /**

@@ -7,7 +7,7 @@ import { readdir } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 import type { Env } from '../../src/config.js';
 import { startCli, waitFor, type CliResult, type RunningCli } from '../helpers/cli.js';
-import { useCleanup, workerFixture } from '../helpers/lifecycle.js';
+import { daemon, useCleanup, workerFixture } from '../helpers/lifecycle.js';
 import { dumpIsWaiting, lockTable, withClient } from '../helpers/pg.js';
 import { silentServer, type SilentServer } from '../helpers/silent.js';
 
@@ -115,5 +115,26 @@ describe('a first signal ends an in-process job', () => {
     expect(res.code, res.stderr).toBe(130);
     await waitFor('pg_dump to go away', async () => (await sessions(db)) === 0, 10_000);
     expect(await leftovers(dir)).toEqual([]);
+  });
+});
+
+describe('a worker forced to stop by a second SIGTERM', () => {
+  it('exits 130 and leaves no .partial file, archive or manifest in the folder', async () => {
+    const { db, dir, env } = await workerFixture(defer, { rows: 10 });
+    const lock = await lockTable(db, 'app.orders');
+    defer(() => lock.release());
+    const w = daemon('worker', { ...env, PGSHELF_SHUTDOWN_GRACE: '600' }, defer);
+    const cli = run(['backup', '--no-wait'], env);
+    expect((await cli.ended('the job to be queued')).code).toBe(0);
+    await waitFor('pg_dump to block on the lock', () => dumpIsWaiting(db));
+    // pg_dump has started, so gzip has written its header into the temp file.
+    expect((await readdir(dir, { recursive: true })).some((f) => f.endsWith('.partial'))).toBe(true);
+    w.child.kill('SIGTERM');
+    await waitFor('the worker to log its shutdown', () => w.stderr().includes('shutting down gracefully'));
+    w.child.kill('SIGTERM');
+    const res = await w.done;
+    expect(res.code, res.stderr).toBe(130);
+    expect(await leftovers(dir)).toEqual([]);
+    await waitFor('pg_dump to go away', async () => (await sessions(db)) === 0, 10_000);
   });
 });
