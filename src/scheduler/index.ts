@@ -135,7 +135,12 @@ export function startScheduler(options: SchedulerOptions): Scheduler {
       throw err;
     }
     if (jobs.length > 0) {
-      await client.hset(lastKey, Object.fromEntries(jobs.map((j) => [j.data.database, j.opts.jobId])));
+      // Expires like the claims: a hash left by a deployment that is gone does not stay in Redis for ever.
+      await client
+        .multi()
+        .hset(lastKey, Object.fromEntries(jobs.map((j) => [j.data.database, j.opts.jobId])))
+        .expire(lastKey, ttl)
+        .exec();
     }
     coalescedTotal += coalesced.length;
     logger.info(
