@@ -105,6 +105,11 @@ export class S3Storage implements Storage {
   readonly requests = newRequestCounts();
   private clientInstance: Promise<{ sdk: Sdk; client: S3Client }> | undefined;
   private readonly prefix: string;
+  /**
+   * Set when a call got no answer: later calls fail at once, for one request timeout, instead of each waiting
+   * out its own timeouts and retries (a backup's marker, upload, clean-up and failure marker took ~6 min).
+   */
+  private unanswered: { readonly until: number; readonly cause: unknown } | undefined;
 
   constructor(private readonly options: S3Options) {
     this.prefix = options.prefix ? `${options.prefix}/` : '';
@@ -149,7 +154,12 @@ export class S3Storage implements Storage {
   }
 
   private fail(action: string, key: string, err: unknown): StorageError {
-    if (isTimeout(err)) return this.timedOut(action, key, err);
+    if (err instanceof StorageError) return err;
+    if (isTimeout(err)) {
+      const requestTimeoutMs = this.options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+      this.unanswered = { until: Date.now() + requestTimeoutMs, cause: err };
+      return this.timedOut(action, key, err);
+    }
     const status = httpStatus(err);
     const detail = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
     const code = (err as { Code?: unknown }).Code ?? (err instanceof Error ? err.name : undefined);
@@ -160,6 +170,13 @@ export class S3Storage implements Storage {
         'Check PGSHELF_STORAGE, S3_ENDPOINT and the AWS credentials',
       { cause: err },
     );
+  }
+
+  /** Throws at once while the service is known not to answer (see `unanswered`). */
+  private checkAnswering(action: string, key: string): void {
+    if (this.unanswered && Date.now() < this.unanswered.until) {
+      throw this.timedOut(action, key, this.unanswered.cause);
+    }
   }
 
   /** A call that got no answer in time: which endpoint, which setting, and what to do. */
@@ -187,8 +204,9 @@ export class S3Storage implements Storage {
     const body = new PassThrough({ highWaterMark: 1 << 20 });
     this.requests.multipart++;
     // Started now so that bytes flow as they are written; observed here so an early failure is never unhandled.
-    const done = this.connect().then(({ sdk, client }) =>
-      new sdk.Upload({
+    const done = this.connect().then(({ sdk, client }) => {
+      this.checkAnswering('upload', key);
+      return new sdk.Upload({
         client,
         params: {
           Bucket: this.options.bucket,
@@ -199,8 +217,8 @@ export class S3Storage implements Storage {
         partSize,
         queueSize: queueSizeFor(partSize),
         leavePartsOnError: false,
-      }).done(),
-    );
+      }).done();
+    });
     let failure: unknown;
     done.catch((err: unknown) => {
       failure = err;
@@ -255,8 +273,11 @@ export class S3Storage implements Storage {
   ): Promise<R | M> {
     this.requests[kind]++;
     const { sdk, client } = await this.connect();
+    this.checkAnswering(action, key);
     try {
-      return await send(sdk, client);
+      const out = await send(sdk, client);
+      this.unanswered = undefined;
+      return out;
     } catch (err) {
       const name = (err as Error).name;
       if (ifMissing && (httpStatus(err) === 404 || name === 'NoSuchKey' || name === 'NotFound'))
