@@ -211,7 +211,7 @@ export const SETTINGS: readonly SettingDoc[] = [
   {
     name: 'PGSHELF_SHUTDOWN_GRACE',
     default: '30',
-    meaning: 'seconds a worker lets jobs finish after SIGTERM',
+    meaning: 'seconds running jobs get to stop cleanly after SIGTERM/SIGINT',
   },
   { name: 'PGSHELF_HTTP_HOST', default: '127.0.0.1', meaning: '`pgshelf serve` address' },
   { name: 'PGSHELF_HTTP_PORT', default: '9187', meaning: '`pgshelf serve` port' },

@@ -104,7 +104,8 @@ export class Runtime {
     } catch (err) {
       if (interrupted) {
         throw new CommandFailed(
-          `${kind} interrupted by ${interrupted}: ${errorMessage(err)}`,
+          `${kind} interrupted by ${interrupted}` +
+            (err instanceof AbortedError ? ': stopped and cleaned up' : `: ${errorMessage(err)}`),
           exitCodeFor(interrupted),
         );
       }
