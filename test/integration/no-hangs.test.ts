@@ -138,3 +138,26 @@ describe('a worker forced to stop by a second SIGTERM', () => {
     await waitFor('pg_dump to go away', async () => (await sessions(db)) === 0, 10_000);
   });
 });
+
+describe('a worker whose job is stuck on a silent S3 endpoint', () => {
+  it('still exits after SIGTERM: the grace, then a bounded wait for the aborted job, then a forced exit', async () => {
+    const server = await silentS3();
+    const { db, env } = await workerFixture(defer, { rows: 10 });
+    const settings = {
+      ...env,
+      ...s3On(server, { PGSHELF_S3_CONNECT_TIMEOUT: '600', PGSHELF_S3_REQUEST_TIMEOUT: '600' }),
+      PGSHELF_SHUTDOWN_GRACE: '1',
+    };
+    const w = daemon('worker', settings, defer);
+    expect((await run(['backup', '--no-wait'], settings).ended('the job to be queued')).code).toBe(0);
+    await waitFor('the job to reach S3', () => server.connections() > 0);
+    let ended: CliResult | undefined;
+    void w.done.then((r) => (ended = r));
+    w.child.kill('SIGTERM');
+    const res = await waitFor('the worker to exit', () => ended, 90_000);
+    expect(res.signal).toBe(null);
+    expect(res.code, res.stderr).toBe(130);
+    expect(res.stderr).toMatch(/shutdown did not finish in time/);
+    await waitFor('pg_dump to go away', async () => (await sessions(db)) === 0, 10_000);
+  });
+});
