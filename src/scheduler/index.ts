@@ -91,6 +91,8 @@ export function startScheduler(options: SchedulerOptions): Scheduler {
     return q;
   };
   const timers = new Set<NodeJS.Timeout>();
+  /** Slots being enqueued now: stop() lets them finish (within the grace), so no job goes unlogged. */
+  const inflight = new Set<Promise<void>>();
   let stopped = false;
   let coalescedTotal = 0;
   const groups = groupSchedules(config.databases);
@@ -180,14 +182,20 @@ export function startScheduler(options: SchedulerOptions): Scheduler {
         arm(group, after); // woke early (long wait capped): look again
         return;
       }
-      enqueueSlot(group, next)
-        .catch((err: unknown) =>
-          logger.error(
-            { err: errorMessage(err), kind: group.kind, slot: next.local },
-            'could not enqueue a slot',
-          ),
+      const pending: Promise<void> = enqueueSlot(group, next)
+        .then(
+          () => undefined,
+          (err: unknown) =>
+            logger.error(
+              { err: errorMessage(err), kind: group.kind, slot: next.local },
+              'could not enqueue a slot',
+            ),
         )
-        .finally(() => arm(group, next.naive));
+        .finally(() => {
+          inflight.delete(pending);
+          arm(group, next.naive);
+        });
+      inflight.add(pending);
     }, wait);
     timers.add(timer);
   };
@@ -228,6 +236,7 @@ export function startScheduler(options: SchedulerOptions): Scheduler {
       // With Redis down the catch-up's add waits for ever: wait for it and the close at most graceMs.
       const closed = (async () => {
         await ready.catch(() => undefined);
+        await Promise.all([...inflight]);
         await Promise.all([...queues.values()].map((q) => q.close()));
       })();
       let timer: NodeJS.Timeout | undefined;
