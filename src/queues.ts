@@ -52,21 +52,6 @@ export function retryDelay(config: Config, attemptsMade: number): number {
 
 const REDIS_CONNECT_TIMEOUT_MS = 10_000;
 
-/**
- * REDIS_URL for logs and messages, without its user name and password.
- * (Placeholder until a shared URL-masking helper exists; same intent.)
- */
-export function redisUrlForLogs(redisUrl: string): string {
-  try {
-    const url = new URL(redisUrl);
-    url.username = '';
-    url.password = '';
-    return url.toString().replace(/\/$/, '');
-  } catch {
-    return 'REDIS_URL';
-  }
-}
-
 const CONNECTION_ERRORS =
   /ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|ECONNRESET|EHOSTUNREACH|ENETUNREACH|EPIPE|Connection is closed|connect/i;
 
@@ -99,7 +84,7 @@ export class RedisHealth {
     private readonly logger: Logger,
     private readonly everyMs = 30_000,
   ) {
-    this.url = redisUrlForLogs(redisUrl);
+    this.url = maskUrl(redisUrl);
   }
 
   /** Routes `source`'s connection errors here; any other error goes to `other` (default: logged as is). */

@@ -2,15 +2,9 @@ import { loadConfig, resolveTarget, storageIdentity, type Config } from '../conf
 import { AbortedError, BackupRunningError, ConfigError, errorMessage } from '../errors.js';
 import { createJobs } from '../jobs/index.js';
 import { createLogger, type Logger } from '../logger.js';
-import {
-  checkRedis,
-  createQueue,
-  createQueueEvents,
-  redisConnection,
-  redisUrlForLogs,
-  type JobKind,
-} from '../queues.js';
+import { checkRedis, createQueue, createQueueEvents, redisConnection, type JobKind } from '../queues.js';
 import { createStorage, type Storage } from '../storage/index.js';
+import { maskUrl } from '../url.js';
 import { BackupGuards, takeAdvisoryBackupLock } from '../worker/locks.js';
 import { ProgressLine } from './progress.js';
 import { CommandFailed, waitForJob } from './queued.js';
@@ -153,8 +147,7 @@ export class Runtime {
         };
       }
       await guards.close();
-      if (got.reason === 'database-busy')
-        throw busy(`seen in Redis at ${redisUrlForLogs(this.config.redisUrl)}`);
+      if (got.reason === 'database-busy') throw busy(`seen in Redis at ${maskUrl(this.config.redisUrl)}`);
       throw new BackupRunningError(
         `the server ${target.postgres.host}:${target.postgres.port} already runs ` +
           `${this.config.hostConcurrency} backups (PGSHELF_HOST_CONCURRENCY); try again when one ends`,

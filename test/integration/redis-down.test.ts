@@ -55,7 +55,7 @@ describe.each(['worker', 'scheduler'] as const)('%s with Redis unreachable', (co
     const during = d.stderr();
     expect(during).not.toContain('Unhandled error event');
     expect(during).not.toContain('hunter2secret');
-    expect(during).toContain(`cannot reach Redis at redis://127.0.0.1:${port} (`);
+    expect(during).toContain(`cannot reach Redis at redis://:***@127.0.0.1:${port} (`);
     expect(redisErrorLines(during).length).toBeLessThan(5);
 
     startRedis(port);
