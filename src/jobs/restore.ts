@@ -14,6 +14,7 @@ import {
   PgshelfError,
   RestoreFailedError,
   TargetExistsError,
+  UnsafeArchiveError,
   VersionMismatchError,
   errorMessage,
 } from '../errors.js';
@@ -41,7 +42,7 @@ import { parseKey } from '../storage/layout.js';
 import type { Storage } from '../storage/index.js';
 import { conninfoDbname } from './backup.js';
 import { throttle, type JobContext, type JobDeps } from './context.js';
-import { DUMP_COMPLETE, EndGate, OwnershipFilter } from './sql.js';
+import { DUMP_COMPLETE, EndGate, SqlGuard } from './sql.js';
 import { DigestStream } from './streams.js';
 
 export interface RestoreInput {
@@ -353,7 +354,8 @@ export function createRestoreJob(deps: JobDeps) {
         archiveGate,
         createGunzip({ chunkSize: 128 * 1024 }),
       ];
-      if (input.noOwner) stages.push(new OwnershipFilter());
+      // Only SQL reaches psql: its own \restrict first (a key the archive cannot know), then the lexed archive.
+      stages.push(new SqlGuard({ noOwner: input.noOwner, restrictKey: randomBytes(32).toString('hex') }));
       stages.push(sqlGate, new PsqlSink(child));
       try {
         await pipeline(stages as [Readable, ...Transform[], Writable], { signal: abort.signal });
@@ -417,7 +419,13 @@ function explainRestoreFailure(
   if (signal.aborted) {
     return new AbortedError(`restore aborted: ${errorMessage(signal.reason)}; "${into}" was not created`);
   }
-  if (err instanceof ChecksumMismatchError || err instanceof CorruptArchiveError) return err;
+  if (
+    err instanceof ChecksumMismatchError ||
+    err instanceof CorruptArchiveError ||
+    err instanceof UnsafeArchiveError
+  ) {
+    return err;
+  }
   const corrupt = asCorruptArchive(err);
   if (corrupt) return corrupt;
   // psql's own words are the useful part of an SQL failure.
