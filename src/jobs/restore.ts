@@ -355,8 +355,11 @@ export function createRestoreJob(deps: JobDeps) {
         createGunzip({ chunkSize: 128 * 1024 }),
       ];
       // Only SQL reaches psql: its own \restrict first (a key the archive cannot know), then the lexed archive.
-      stages.push(new SqlGuard({ noOwner: input.noOwner, restrictKey: randomBytes(32).toString('hex') }));
-      stages.push(sqlGate, new PsqlSink(child));
+      stages.push(
+        sqlGate,
+        new SqlGuard({ noOwner: input.noOwner, restrictKey: randomBytes(32).toString('hex') }),
+      );
+      stages.push(new PsqlSink(child));
       try {
         await pipeline(stages as [Readable, ...Transform[], Writable], { signal: abort.signal });
         const status = await child.exited;

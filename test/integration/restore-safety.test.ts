@@ -1,10 +1,10 @@
 import { existsSync } from 'node:fs';
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import type { Env } from '../../src/config.js';
-import { ChecksumMismatchError, UnsafeArchiveError } from '../../src/errors.js';
+import { ChecksumMismatchError, UnsafeArchiveError, VersionMismatchError } from '../../src/errors.js';
 import { createBackupJob, type BackupResult } from '../../src/jobs/backup.js';
 import type { JobContext } from '../../src/jobs/context.js';
 import { createRestoreJob } from '../../src/jobs/restore.js';
@@ -183,6 +183,24 @@ describe('a restore runs only SQL', () => {
         ).rows,
     );
     expect(after).toEqual({ l: false, d: false });
+    await noRestoreLeftovers(into);
+  });
+});
+
+describe('client tools', () => {
+  it('refuses a psql too old for \\restrict, naming its version and the one to install', async () => {
+    const f = await fixture();
+    const bin = await tempDir();
+    defer(() => rm(bin, { recursive: true, force: true }));
+    await writeFile(path.join(bin, 'psql'), "#!/bin/sh\necho 'psql (PostgreSQL) 15.13'\n");
+    await chmod(path.join(bin, 'psql'), 0o755);
+    await symlink('/usr/lib/postgresql/15/bin/createdb', path.join(bin, 'createdb'));
+    const into = uniqueName('pgshelf_into');
+    defer(() => dropDatabase(into), { keepOnFailure: true });
+    const err = await restoreJob({ ...f.env, PGSHELF_PG_BIN: bin })({ into }, ctx()).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(VersionMismatchError);
+    expect((err as Error).message).toMatch(/is psql 15\.13, which cannot take the \\restrict line/);
+    expect((err as Error).message).toMatch(/needs psql 15\.14 or newer/);
     await noRestoreLeftovers(into);
   });
 });
