@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -36,6 +36,7 @@ import {
 } from '../postgres/admin.js';
 import { describeExit, spawnChild, type Child } from '../postgres/child.js';
 import { childEnv, connectionArgs, type QueryOptions } from '../postgres/connection.js';
+import { dropIfIdle, lockRestoreTarget, stagingDatabases } from '../postgres/restore-lock.js';
 import { describeConnectError } from '../postgres/server.js';
 import { findTool, serverMajor } from '../postgres/tools.js';
 import { parseKey } from '../storage/layout.js';
@@ -56,6 +57,11 @@ export interface RestoreInput {
   readonly into: string;
   /** Drop ownership and privilege statements: every object then belongs to POSTGRES_USER. */
   readonly noOwner?: boolean;
+  /**
+   * This restore's identity, the same for each of its attempts (the CLI makes one per command; the job one when
+   * missing). "Already done" is decided on it, never on the queue's job id, which can be reused.
+   */
+  readonly nonce?: string;
 }
 
 export interface RestoreResult {
@@ -90,12 +96,14 @@ function checkTargetName(into: string): void {
   if (into.includes('\u0000')) throw new ConfigError('--into must not contain NUL characters');
 }
 
-/**
- * The scratch name a restore is built under before it is renamed to its target. Derived from the job id, so a
- * retry of the same job finds (and drops) what an earlier attempt left behind.
- */
-export function stagingName(jobKey: string): string {
-  return `pgshelf_restore_${createHash('sha256').update(jobKey).digest('hex').slice(0, 16)}`;
+/** A fresh scratch name for one attempt of a restore; the target's name is taken only at the end. */
+export function stagingName(): string {
+  return `pgshelf_restore_${randomBytes(8).toString('hex')}`;
+}
+
+/** A new restore identity. */
+export function restoreNonce(): string {
+  return randomBytes(12).toString('hex');
 }
 
 interface Archive {
@@ -196,26 +204,34 @@ export function createRestoreJob(deps: JobDeps) {
     if (ctx.signal.aborted) throw new AbortedError();
 
     const archive = await locateArchive(storage, target.name, input, manifestTrust(config));
-    const jobKey = ctx.jobId ?? `in-process:${randomBytes(8).toString('hex')}`;
-    const staging = stagingName(`${jobKey}:${input.into}`);
-    const marker = `pgshelf restore job ${jobKey}`;
+    const nonce = input.nonce ?? restoreNonce();
+    if (!/^[0-9A-Za-z-]{8,64}$/.test(nonce)) {
+      throw new ConfigError(
+        `restore nonce "${nonce}" is not 8-64 letters, digits or dashes, e.g. ${restoreNonce()}`,
+      );
+    }
+    const staging = stagingName();
+    const marker = `pgshelf restore ${nonce}`;
 
-    // Server version, the target's existence, and leftovers of an earlier attempt of this same job.
+    // Server version, the target's existence, and leftovers of earlier attempts of this same restore, under the
+    // target's advisory lock (released when the connection closes).
     const server = await withAdminDb(pg, q, async (db) => {
       const [row] = await db.query<{ num: string }>(`SELECT current_setting('server_version_num') AS num`);
+      await lockRestoreTarget(db, input.into);
       const existing = await databaseInfo(db, input.into);
       if (existing) {
-        // A retry of a job whose attempt renamed the database and then died: the restore is done.
+        // An earlier attempt of this restore renamed the database and then died: the restore is done.
         if (existing.comment?.startsWith(`${marker} completed`))
           return { versionNum: Number(row?.num), done: true };
-        throw new TargetExistsError(
-          `database "${input.into}" already exists (owner ${existing.owner}): pgshelf restores only into a new ` +
-            'database and never overwrites one. Choose another --into, or drop it yourself first',
-        );
+        throw targetExists(input.into, existing.owner);
       }
-      if (await databaseInfo(db, staging)) {
-        log.warn({ staging }, 'dropping the unfinished restore left by an earlier attempt of this job');
-        await dropDatabase(db, staging);
+      for (const name of await stagingDatabases(db, `${marker} `)) {
+        if (await dropIfIdle(db, name)) {
+          log.warn(
+            { staging: name },
+            'dropped the unfinished restore left by an earlier attempt of this restore',
+          );
+        }
       }
       return { versionNum: Number(row?.num), done: false };
     }).catch((err: unknown) => {
@@ -248,7 +264,8 @@ export function createRestoreJob(deps: JobDeps) {
     // 1. A fresh database, owned by POSTGRES_USER, created by POSTGRES_ADMIN_USER (template0: nothing in it).
     const createArgs = [...connectionArgs(pg, 'admin'), '--no-password', '--template=template0'];
     if (pg.user !== undefined) createArgs.push(`--owner=${pg.user}`);
-    createArgs.push('--', staging);
+    // The description is the in-progress marker: a staging database is never there without its restore's nonce.
+    createArgs.push('--', staging, `${marker} in progress: restoring ${archive.key} into ${input.into}`);
     const created = spawnChild(createdb.path, createArgs, {
       env: childEnv(config.childEnv, pg, 'admin'),
       logger: log,
@@ -275,9 +292,6 @@ export function createRestoreJob(deps: JobDeps) {
     let sqlGate: EndGate | undefined;
     let child: Child | undefined;
     try {
-      await withAdminDb(pg, q, (db) =>
-        commentOnDatabase(db, staging, `${marker} in progress: restoring ${archive.key} into ${input.into}`),
-      );
       // 2. storage -> SHA-256 -> gunzip -> [ownership filter] -> psql, in one transaction.
       const abort = new AbortController();
       const onAbort = (): void => abort.abort(ctx.signal.reason);
@@ -372,6 +386,9 @@ export function createRestoreJob(deps: JobDeps) {
 
       // 3. Only a complete, verified, committed restore gets the target's name.
       await withAdminDb(pg, q, async (db) => {
+        await lockRestoreTarget(db, input.into);
+        const existing = await databaseInfo(db, input.into);
+        if (existing) throw targetExists(input.into, existing.owner, ' (another restore finished first)');
         await renameDatabase(db, staging, input.into);
         await commentOnDatabase(
           db,
@@ -425,7 +442,8 @@ function explainRestoreFailure(
   if (
     err instanceof ChecksumMismatchError ||
     err instanceof CorruptArchiveError ||
-    err instanceof UnsafeArchiveError
+    err instanceof UnsafeArchiveError ||
+    err instanceof TargetExistsError
   ) {
     return err;
   }
@@ -438,6 +456,13 @@ function explainRestoreFailure(
   }
   if (stderr) return new RestoreFailedError(`${errorMessage(err)}\npsql said:\n${stderr}`, { cause: err });
   return err instanceof Error ? err : new Error(String(err));
+}
+
+function targetExists(into: string, owner: string, why = ''): TargetExistsError {
+  return new TargetExistsError(
+    `database "${into}" already exists (owner ${owner})${why}: pgshelf restores only into a new database and ` +
+      'never overwrites one. Choose another --into, or drop it yourself first',
+  );
 }
 
 /** zlib's errors (Z_DATA_ERROR, Z_BUF_ERROR for a truncated file) mean a damaged archive. */

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import type { DrillResult } from '../../jobs/drill.js';
-import type { RestoreResult } from '../../jobs/restore.js';
+import { restoreNonce, type RestoreResult } from '../../jobs/restore.js';
 import { createVerifyJob, type VerifyResult } from '../../jobs/verify.js';
 import { formatBytes, formatDuration } from '../format.js';
 import { ProgressLine } from '../progress.js';
@@ -40,6 +40,8 @@ export function registerRestore(program: Command, runtime: () => Runtime): void 
           ...(opts.key !== undefined ? { key: opts.key } : {}),
           into: opts.into,
           noOwner: !opts.owner,
+          // The restore's identity for every attempt of this job, whatever id the queue gives it.
+          nonce: restoreNonce(),
         };
         const { jobId, result } = await rt.submit<RestoreResult>('restore', input, {
           inProcess: opts.inProcess,
