@@ -43,6 +43,7 @@ import { parseKey } from '../storage/layout.js';
 import type { Storage } from '../storage/index.js';
 import { conninfoDbname } from './backup.js';
 import { throttle, type JobContext, type JobDeps } from './context.js';
+import { checkStoredSize, SizeLimit, verifyArchive } from './restore-check.js';
 import { DUMP_COMPLETE, EndGate, SqlGuard } from './sql.js';
 import { DigestStream } from './streams.js';
 
@@ -62,6 +63,11 @@ export interface RestoreInput {
    * missing). "Already done" is decided on it, never on the queue's job id, which can be reused.
    */
   readonly nonce?: string;
+  /**
+   * Read and check the whole archive (size, SHA-256, gunzip, completion line) before any SQL is sent. Default:
+   * on for `key` restores (drills pass it too), off otherwise (the same checks then run as it streams).
+   */
+  readonly verifyFirst?: boolean;
 }
 
 export interface RestoreResult {
@@ -204,6 +210,11 @@ export function createRestoreJob(deps: JobDeps) {
     if (ctx.signal.aborted) throw new AbortedError();
 
     const archive = await locateArchive(storage, target.name, input, manifestTrust(config));
+    if (archive.manifest) await checkStoredSize(storage, archive.key, archive.manifest);
+    if (input.verifyFirst ?? input.key !== undefined) {
+      log.info({ key: archive.key }, 'verifying the whole archive before restoring it');
+      await verifyArchive(storage, archive.key, archive.manifest, ctx.signal);
+    }
     const nonce = input.nonce ?? restoreNonce();
     if (!/^[0-9A-Za-z-]{8,64}$/.test(nonce)) {
       throw new ConfigError(
@@ -362,12 +373,9 @@ export function createRestoreJob(deps: JobDeps) {
         );
       };
       const ticker = setInterval(progress, 1000);
-      const stages: (Readable | Transform | Writable)[] = [
-        source,
-        digest,
-        archiveGate,
-        createGunzip({ chunkSize: 128 * 1024 }),
-      ];
+      const stages: (Readable | Transform | Writable)[] = [source];
+      if (manifest) stages.push(new SizeLimit(manifest.archive.bytes, storage.locate(archive.key)));
+      stages.push(digest, archiveGate, createGunzip({ chunkSize: 128 * 1024 }));
       // Only SQL reaches psql: its own \restrict first (a key the archive cannot know), then the lexed archive.
       stages.push(
         sqlGate,

@@ -4,7 +4,12 @@ import path from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import type { Env } from '../../src/config.js';
-import { ChecksumMismatchError, UnsafeArchiveError, VersionMismatchError } from '../../src/errors.js';
+import {
+  ChecksumMismatchError,
+  CorruptArchiveError,
+  UnsafeArchiveError,
+  VersionMismatchError,
+} from '../../src/errors.js';
 import { createBackupJob, type BackupResult } from '../../src/jobs/backup.js';
 import type { JobContext } from '../../src/jobs/context.js';
 import { createRestoreJob } from '../../src/jobs/restore.js';
@@ -201,6 +206,52 @@ describe('client tools', () => {
     expect(err).toBeInstanceOf(VersionMismatchError);
     expect((err as Error).message).toMatch(/is psql 15\.13, which cannot take the \\restrict line/);
     expect((err as Error).message).toMatch(/needs psql 15\.14 or newer/);
+    await noRestoreLeftovers(into);
+  });
+});
+
+describe('nothing unverified is applied', () => {
+  it('checks the stored size against the manifest before reading', async () => {
+    const f = await fixture();
+    const bytes = await readFile(f.backup.archiveLocation);
+    await writeFile(f.backup.archiveLocation, Buffer.concat([bytes, gzipSync('SELECT 1;\n')]));
+    const into = uniqueName('pgshelf_into');
+    defer(() => dropDatabase(into), { keepOnFailure: true });
+    const err = await restoreJob(f.env)({ into }, ctx()).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ChecksumMismatchError);
+    expect((err as Error).message).toMatch(
+      new RegExp(
+        `is too long: ${bytes.length + gzipSync('SELECT 1;\n').length} bytes in storage, the manifest says ${bytes.length}`,
+      ),
+    );
+    await noRestoreLeftovers(into);
+  });
+
+  it('with verifyFirst, reads the whole archive and refuses a changed one before any SQL is sent', async () => {
+    const f = await fixture();
+    const bytes = await readFile(f.backup.archiveLocation);
+    bytes[5]! ^= 0x01; // gzip MTIME: same size, gunzips cleanly, another SHA-256
+    await writeFile(f.backup.archiveLocation, bytes);
+    const into = uniqueName('pgshelf_into');
+    defer(() => dropDatabase(into), { keepOnFailure: true });
+    const err = await restoreJob(f.env)({ into, verifyFirst: true }, ctx()).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ChecksumMismatchError);
+    // The message of the check made before restoring (the streaming check words it differently).
+    expect((err as Error).message).toMatch(
+      /does not match its manifest: read \d+ bytes with SHA-256 [0-9a-f]{64}, expected/,
+    );
+    await noRestoreLeftovers(into);
+  });
+
+  it('verifies a --key archive first by default: a dump cut short never reaches psql', async () => {
+    const f = await fixture();
+    const cut = f.sql.slice(0, f.sql.indexOf('COPY app.log'));
+    await writeFile(path.join(f.dir, 'cut.sql.gz'), gzipSync(cut));
+    const into = uniqueName('pgshelf_into');
+    defer(() => dropDatabase(into), { keepOnFailure: true });
+    const err = await restoreJob(f.env)({ into, key: 'cut.sql.gz' }, ctx()).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CorruptArchiveError);
+    expect((err as Error).message).toMatch(/ends without pg_dump's .* line: the dump is incomplete/);
     await noRestoreLeftovers(into);
   });
 });
