@@ -255,3 +255,32 @@ describe('nothing unverified is applied', () => {
     await noRestoreLeftovers(into);
   });
 });
+
+describe('row data in errors', () => {
+  it.each([
+    [
+      'a value of the wrong type',
+      '1\tsk_live_SECRET_1\nnot_a_number_SECRET_2\tsk_live_SECRET_3\n',
+      /invalid input syntax/,
+    ],
+    [
+      'a duplicate key',
+      '1\tsk_live_SECRET_1\n2\tsk_live_SECRET_1\n',
+      /duplicate key value violates unique constraint/,
+    ],
+  ])('a restore failing on %s names table and line, not the row', async (_what, rows, reason) => {
+    const f = await fixture();
+    const sql =
+      'CREATE TABLE public.secrets (id integer, token text UNIQUE);\n' +
+      `COPY public.secrets (id, token) FROM stdin;\n${rows}\\.\n\n-- PostgreSQL database dump complete\n`;
+    await writeFile(path.join(f.dir, 'rows.sql.gz'), gzipSync(sql));
+    const into = uniqueName('pgshelf_into');
+    defer(() => dropDatabase(into), { keepOnFailure: true });
+    const err = await restoreJob(f.env)({ into, key: 'rows.sql.gz' }, ctx()).catch((e: unknown) => e);
+    const text = (err as Error).message;
+    expect(text).toMatch(reason);
+    expect(text).toMatch(/COPY secrets, line 2/);
+    expect(text).not.toMatch(/SECRET/);
+    await noRestoreLeftovers(into);
+  });
+});
