@@ -35,6 +35,7 @@ import {
   withAdminDb,
 } from '../postgres/admin.js';
 import { describeExit, spawnChild, type Child } from '../postgres/child.js';
+import { PsqlSink } from '../postgres/psql-sink.js';
 import { childEnv, connectionArgs, type QueryOptions } from '../postgres/connection.js';
 import { dropIfIdle, lockRestoreTarget, stagingDatabases } from '../postgres/restore-lock.js';
 import { describeConnectError } from '../postgres/server.js';
@@ -155,47 +156,6 @@ async function locateArchive(
     backupId: backup.id,
     sourceDatabase: manifest.database,
   };
-}
-
-/**
- * psql's stdin as the end of a pipeline. Ending it lets psql COMMIT; destroying it on an error first kills
- * psql, because closing psql's stdin is an end of input, which would COMMIT whatever it had read so far.
- */
-class PsqlSink extends Writable {
-  constructor(private readonly child: Child) {
-    super({ highWaterMark: 1 << 20 });
-  }
-
-  override _write(chunk: Buffer, _enc: BufferEncoding, callback: (error?: Error | null) => void): void {
-    const stdin = this.child.process.stdin;
-    if (!stdin || stdin.destroyed) {
-      callback(new RestoreFailedError('psql stopped reading its input'));
-      return;
-    }
-    if (stdin.write(chunk)) callback();
-    else {
-      const onDrain = (): void => {
-        stdin.off('error', onError);
-        callback();
-      };
-      const onError = (err: Error): void => {
-        stdin.off('drain', onDrain);
-        callback(err);
-      };
-      stdin.once('drain', onDrain);
-      stdin.once('error', onError);
-    }
-  }
-
-  override _final(callback: (error?: Error | null) => void): void {
-    this.child.process.stdin?.end(callback);
-  }
-
-  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    if (error) this.child.kill('SIGKILL');
-    this.child.process.stdin?.destroy();
-    callback(error);
-  }
 }
 
 export function createRestoreJob(deps: JobDeps) {

@@ -1,12 +1,15 @@
-import { rm } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import type { Env } from '../../src/config.js';
-import { TargetExistsError } from '../../src/errors.js';
+import { RestoreFailedError, TargetExistsError } from '../../src/errors.js';
 import { createBackupJob } from '../../src/jobs/backup.js';
 import type { JobContext } from '../../src/jobs/context.js';
 import { createRestoreJob, restoreNonce } from '../../src/jobs/restore.js';
 import { silentLogger } from '../../src/logger.js';
 import { createStorage } from '../../src/storage/index.js';
+import { waitFor } from '../helpers/cli.js';
 import { pgEnv, tempDir, testConfig } from '../helpers/env.js';
 import { useCleanup } from '../helpers/lifecycle.js';
 import {
@@ -29,7 +32,7 @@ function ctx(jobId?: string): JobContext {
   };
 }
 
-async function fixture(rows = 200): Promise<{ source: string; env: Env }> {
+async function fixture(rows = 200): Promise<{ source: string; env: Env; dir: string; archive: string }> {
   const source = uniqueName();
   await createDatabase(source);
   defer(() => dropDatabase(source), { keepOnFailure: true });
@@ -38,11 +41,12 @@ async function fixture(rows = 200): Promise<{ source: string; env: Env }> {
   defer(() => rm(dir, { recursive: true, force: true }));
   const env = { ...pgEnv(source), PGSHELF_STORAGE: dir };
   const config = testConfig(env);
-  await createBackupJob({ config, storage: createStorage(config.storage), logger: silentLogger() })(
-    {},
-    ctx(),
-  );
-  return { source, env };
+  const backup = await createBackupJob({
+    config,
+    storage: createStorage(config.storage),
+    logger: silentLogger(),
+  })({}, ctx());
+  return { source, env, dir, archive: backup.archiveLocation };
 }
 
 function restoreJob(env: Env) {
@@ -97,5 +101,55 @@ describe('restore identity', () => {
     expect((lost[0]!.reason as Error).message).toMatch(/another restore finished first|already exists/);
     expect(await snapshotDatabase(into)).toEqual(await snapshotDatabase(f.source));
     expect(await stagingFor(into)).toEqual([]);
+  });
+});
+
+describe("psql's end", () => {
+  it('a restore whose psql backend is terminated mid-stream fails promptly and drops its staging database', async () => {
+    const f = await fixture(20_000);
+    // psql stops in the middle, with megabytes of the archive still to come: the pipeline waits for 'drain'.
+    const sql = gunzipSync(await readFile(f.archive)).toString('utf8');
+    const at = sql.indexOf('COPY app.orders');
+    await writeFile(
+      path.join(f.dir, 'slow.sql.gz'),
+      gzipSync(sql.slice(0, at) + 'SELECT pg_sleep(600);\n' + sql.slice(at)),
+    );
+    const into = uniqueName('pgshelf_into');
+    defer(() => dropDatabase(into), { keepOnFailure: true });
+    // Should the restore hang, its sleeping staging database goes with the test.
+    defer(async () => {
+      for (const name of await stagingFor(into)) await dropDatabase(name);
+    });
+    let outcome: { error: unknown } | undefined;
+    void restoreJob(f.env)({ into, key: 'slow.sql.gz' }, ctx()).then(
+      () => (outcome = { error: undefined }),
+      (error: unknown) => (outcome = { error }),
+    );
+    // psql's backend on this restore's staging database, once it is loading data.
+    const pid = await waitFor(
+      "psql's backend",
+      () =>
+        withClient('postgres', async (c) => {
+          const r = await c.query<{ pid: number }>(
+            `SELECT a.pid FROM pg_stat_activity a JOIN pg_database d ON d.datname = a.datname
+             WHERE shobj_description(d.oid, 'pg_database') LIKE $1
+               AND a.query LIKE '%pg_sleep%'`,
+            [`%into ${into}`],
+          );
+          return r.rows[0]?.pid;
+        }),
+      60_000,
+    );
+    await withClient('postgres', (c) => c.query('SELECT pg_terminate_backend($1)', [pid]));
+    await waitFor('the restore to end', () => outcome, 120_000);
+    expect(outcome!.error).toBeInstanceOf(RestoreFailedError);
+    expect((outcome!.error as Error).message).toMatch(/terminating connection|psql (exited|was killed)/);
+    expect(await stagingFor(into)).toEqual([]);
+    expect(
+      await withClient(
+        'postgres',
+        async (c) => (await c.query('SELECT 1 FROM pg_database WHERE datname = $1', [into])).rowCount,
+      ),
+    ).toBe(0);
   });
 });
