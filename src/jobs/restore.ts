@@ -36,7 +36,7 @@ import {
 } from '../postgres/admin.js';
 import { describeExit, spawnChild, type Child } from '../postgres/child.js';
 import { PsqlSink } from '../postgres/psql-sink.js';
-import { childEnv, connectionArgs, type QueryOptions } from '../postgres/connection.js';
+import { childEnv, connectionArgs, type Db, type QueryOptions } from '../postgres/connection.js';
 import { dropIfIdle, lockRestoreTarget, stagingDatabases } from '../postgres/restore-lock.js';
 import { describeConnectError } from '../postgres/server.js';
 import { findTool, serverMajor } from '../postgres/tools.js';
@@ -83,6 +83,8 @@ export interface RestoreResult {
   /** Whether the archive's SHA-256 and size were checked against a manifest (false for foreign archives). */
   readonly checkedAgainstManifest: boolean;
   readonly durationMs: number;
+  /** Things the operator should know, e.g. that the restoring role has more power than a restore needs. */
+  readonly warnings: readonly string[];
 }
 
 /** The most a PostgreSQL identifier can hold (NAMEDATALEN - 1). */
@@ -183,11 +185,21 @@ export function createRestoreJob(deps: JobDeps) {
     }
     const staging = stagingName();
     const marker = `pgshelf restore ${nonce}`;
+    const owner = pg.user ?? os.userInfo().username;
+    const warnings: string[] = [];
 
     // Server version, the target's existence, and leftovers of earlier attempts of this same restore, under the
     // target's advisory lock (released when the connection closes).
     const server = await withAdminDb(pg, q, async (db) => {
       const [row] = await db.query<{ num: string }>(`SELECT current_setting('server_version_num') AS num`);
+      const power = await rolePowers(db, owner);
+      if (power.length > 0) {
+        // An archive's SQL runs with this role's rights: a superuser's restore can reach the whole server.
+        warnings.push(
+          `the restoring role "${owner}" (POSTGRES_USER) has ${power.join(' and ')}: the archive's SQL runs with ` +
+            'those rights. Restore with a role that only has CREATEDB (see "Restoring" in the README)',
+        );
+      }
       await lockRestoreTarget(db, input.into);
       const existing = await databaseInfo(db, input.into);
       if (existing) {
@@ -209,6 +221,7 @@ export function createRestoreJob(deps: JobDeps) {
       if (err instanceof PgshelfError) throw err;
       throw describeConnectError(err, pg, 'postgres');
     });
+    for (const w of warnings) log.warn({ role: owner }, w);
     const major = serverMajor(server.versionNum);
     if (archive.manifest && serverMajor(archive.manifest.serverVersionNum) > major) {
       throw new VersionMismatchError(
@@ -216,7 +229,6 @@ export function createRestoreJob(deps: JobDeps) {
           `${major}: restore into a server of major version ${serverMajor(archive.manifest.serverVersionNum)} or newer`,
       );
     }
-    const owner = pg.user ?? os.userInfo().username;
     const startedAt = now();
     if (server.done) {
       log.info({ into: input.into }, 'an earlier attempt of this job already completed the restore');
@@ -368,7 +380,7 @@ export function createRestoreJob(deps: JobDeps) {
       child?.kill('SIGKILL');
       const status = child ? await child.exited : undefined;
       await cleanup();
-      throw explainRestoreFailure(err, child, status, ctx.signal, input.into);
+      throw explainRestoreFailure(err, child, status, ctx.signal, input);
     }
     const finished = now();
     const res = result(finished.getTime() - startedAt.getTime(), sqlGate.bytes, digest.sha256, digest.bytes);
@@ -391,6 +403,7 @@ export function createRestoreJob(deps: JobDeps) {
         uncompressedBytes,
         sha256: sha256 || (archive.manifest?.archive.sha256 ?? ''),
         checkedAgainstManifest: archive.manifest !== undefined,
+        warnings,
         durationMs,
       };
     }
@@ -402,7 +415,7 @@ function explainRestoreFailure(
   child: Child | undefined,
   status: { code: number | null; signal: NodeJS.Signals | null } | undefined,
   signal: AbortSignal,
-  into: string,
+  { into, noOwner }: RestoreInput,
 ): Error {
   if (signal.aborted) {
     return new AbortedError(`restore aborted: ${errorMessage(signal.reason)}; "${into}" was not created`);
@@ -420,10 +433,28 @@ function explainRestoreFailure(
   // psql's own words are the useful part of an SQL failure.
   const stderr = child?.stderr.text(15);
   if (stderr && status && status.code !== 0 && status.signal !== 'SIGKILL') {
-    return new RestoreFailedError(`psql ${describeExit(status)}:\n${stderr}`, { cause: err });
+    // Objects given to roles this server lacks, or that POSTGRES_USER cannot act as.
+    const hint =
+      !noOwner &&
+      /role ".*" does not exist|must be (owner|member|able to SET ROLE)|permission denied to (set role|grant)/.test(
+        stderr,
+      )
+        ? '\nThe dump gives objects to roles this server lacks or POSTGRES_USER cannot act as: restore with ' +
+          '--no-owner, and every object will belong to POSTGRES_USER'
+        : '';
+    return new RestoreFailedError(`psql ${describeExit(status)}:\n${stderr}${hint}`, { cause: err });
   }
   if (stderr) return new RestoreFailedError(`${errorMessage(err)}\npsql said:\n${stderr}`, { cause: err });
   return err instanceof Error ? err : new Error(String(err));
+}
+
+/** Which of SUPERUSER and CREATEROLE `role` has (through none of its memberships: these are not inherited). */
+async function rolePowers(db: Db, role: string): Promise<string[]> {
+  const [row] = await db.query<{ rolsuper: boolean; rolcreaterole: boolean }>(
+    'SELECT rolsuper, rolcreaterole FROM pg_roles WHERE rolname = $1',
+    [role],
+  );
+  return [...(row?.rolsuper ? ['SUPERUSER'] : []), ...(row?.rolcreaterole ? ['CREATEROLE'] : [])];
 }
 
 function targetExists(into: string, owner: string, why = ''): TargetExistsError {

@@ -62,6 +62,7 @@ export function registerRestore(program: Command, runtime: () => Runtime): void 
           json: opts.json,
         });
         if (!result) return queued('restore', jobId, opts.json);
+        for (const w of result.warnings ?? []) process.stderr.write(`pgshelf: warning: ${w}\n`);
         if (opts.json) return printJson({ jobId, ...result });
         process.stdout.write(
           `restored ${result.backupId ? `backup ${result.backupId}` : result.archiveKey} into "${result.database}" ` +
