@@ -312,6 +312,9 @@ export class SqlGuard extends Transform {
         case INIT:
           if (c === 0x20 || c === 0x0a || c === 0x09 || c === 0x0c) return this.after(c);
           if (c === 0x0d) this.fail('has a carriage return outside quotes');
+          // In client encodings such as JOHAB a high byte and the next one form one character to psql (and the
+          // server): a `;` or `:` there would end or continue a statement only in pgshelf's reading.
+          if ((c === 0x3b || c === 0x3a) && this.prev >= 0x80) this.ambiguous();
           if (c === 0x2d) this.state = DASH;
           else if (c === 0x2f) this.state = SLASH;
           else if (c === 0x3a) this.state = COLON;
@@ -540,8 +543,8 @@ export class SqlGuard extends Transform {
 
   private ambiguous(): never {
     this.fail(
-      'has a quoted string whose end depends on settings the archive can change (a backslash before a quote, ' +
-        'or after a byte that some client encodings join with it)',
+      'has text whose meaning depends on settings the archive can change (a backslash before a quote in a ' +
+        'plain string, or a backslash, ; or : right after a byte that some client encodings join with it)',
     );
   }
 
