@@ -231,7 +231,7 @@ export function createRestoreJob(deps: JobDeps) {
     }
     const startedAt = now();
     if (server.done) {
-      log.info({ into: input.into }, 'an earlier attempt of this job already completed the restore');
+      log.info({ into: input.into }, 'an earlier attempt of this restore (same nonce) already completed it');
       return result(0, 0, '');
     }
 
