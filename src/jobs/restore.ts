@@ -36,8 +36,15 @@ import {
 } from '../postgres/admin.js';
 import { describeExit, spawnChild, type Child } from '../postgres/child.js';
 import { PsqlSink } from '../postgres/psql-sink.js';
-import { childEnv, connectionArgs, type Db, type QueryOptions } from '../postgres/connection.js';
-import { dropIfIdle, lockRestoreTarget, stagingDatabases } from '../postgres/restore-lock.js';
+import { childEnv, connectionArgs, type QueryOptions } from '../postgres/connection.js';
+import {
+  claimStaging,
+  dropIfAbandoned,
+  holdWhileRunning,
+  lockRestoreTarget,
+  rolePowers,
+  stagingDatabases,
+} from '../postgres/restore-lock.js';
 import { describeConnectError } from '../postgres/server.js';
 import { findTool, serverMajor } from '../postgres/tools.js';
 import { parseKey } from '../storage/layout.js';
@@ -209,7 +216,7 @@ export function createRestoreJob(deps: JobDeps) {
         throw targetExists(input.into, existing.owner);
       }
       for (const name of await stagingDatabases(db, `${marker} `)) {
-        if (await dropIfIdle(db, name)) {
+        if (await dropIfAbandoned(db, name)) {
           log.warn(
             { staging: name },
             'dropped the unfinished restore left by an earlier attempt of this restore',
@@ -249,19 +256,31 @@ export function createRestoreJob(deps: JobDeps) {
     if (pg.user !== undefined) createArgs.push(`--owner=${pg.user}`);
     // The description is the in-progress marker: a staging database is never there without its restore's nonce.
     createArgs.push('--', staging, `${marker} in progress: restoring ${archive.key} into ${input.into}`);
-    const created = spawnChild(createdb.path, createArgs, {
-      env: childEnv(config.childEnv, pg, 'admin'),
-      logger: log,
-      echo: config.dbEcho,
-      stdout: 'ignore',
+    // This attempt's claim on its staging database, held until it ends: a retry drops only abandoned ones.
+    const claim = await holdWhileRunning(pg, q, (db) => claimStaging(db, staging));
+    // Under the target's lock, so no restore finishing meanwhile is missed.
+    const creating = withAdminDb(pg, q, async (db) => {
+      await lockRestoreTarget(db, input.into);
+      const existing = await databaseInfo(db, input.into);
+      if (existing) throw targetExists(input.into, existing.owner, ' (another restore finished first)');
+      const created = spawnChild(createdb.path, createArgs, {
+        env: childEnv(config.childEnv, pg, 'admin'),
+        logger: log,
+        echo: config.dbEcho,
+        stdout: 'ignore',
+      });
+      const createdStatus = await created.exited;
+      if (createdStatus.code !== 0) {
+        throw new RestoreFailedError(
+          `createdb ${describeExit(createdStatus)}: ${created.stderr.text(5)}. Check that POSTGRES_ADMIN_USER ` +
+            `(${pg.adminUser ?? 'default'}) may create databases`,
+        );
+      }
     });
-    const createdStatus = await created.exited;
-    if (createdStatus.code !== 0) {
-      throw new RestoreFailedError(
-        `createdb ${describeExit(createdStatus)}: ${created.stderr.text(5)}. Check that POSTGRES_ADMIN_USER ` +
-          `(${pg.adminUser ?? 'default'}) may create databases`,
-      );
-    }
+    await creating.catch(async (err: unknown) => {
+      await claim.release();
+      throw err;
+    });
     const cleanup = async (): Promise<void> => {
       await withAdminDb(pg, q, (db) => dropDatabase(db, staging)).catch((err: unknown) =>
         log.error(
@@ -271,6 +290,7 @@ export function createRestoreJob(deps: JobDeps) {
       );
     };
 
+    let doneElsewhere: boolean;
     let digest: DigestStream | undefined;
     let sqlGate: EndGate | undefined;
     let child: Child | undefined;
@@ -365,9 +385,11 @@ export function createRestoreJob(deps: JobDeps) {
       }
 
       // 3. Only a complete, verified, committed restore gets the target's name.
-      await withAdminDb(pg, q, async (db) => {
+      doneElsewhere = await withAdminDb(pg, q, async (db) => {
         await lockRestoreTarget(db, input.into);
         const existing = await databaseInfo(db, input.into);
+        // Another attempt of this same restore (a worker that lost its lock) finished first: done all the same.
+        if (existing?.comment?.startsWith(`${marker} completed`)) return true;
         if (existing) throw targetExists(input.into, existing.owner, ' (another restore finished first)');
         await renameDatabase(db, staging, input.into);
         await commentOnDatabase(
@@ -375,13 +397,20 @@ export function createRestoreJob(deps: JobDeps) {
           input.into,
           `${marker} completed ${now().toISOString()}: restored from ${archive.key}`,
         );
+        return false;
       });
     } catch (err) {
       child?.kill('SIGKILL');
       const status = child ? await child.exited : undefined;
       await cleanup();
+      await claim.release();
       throw explainRestoreFailure(err, child, status, ctx.signal, input);
     }
+    if (doneElsewhere) {
+      await cleanup();
+      log.info({ into: input.into }, 'another attempt of this restore (same nonce) completed it first');
+    }
+    await claim.release();
     const finished = now();
     const res = result(finished.getTime() - startedAt.getTime(), sqlGate.bytes, digest.sha256, digest.bytes);
     log.info({ into: input.into, ms: res.durationMs, bytes: res.bytes }, 'restore finished');
@@ -446,15 +475,6 @@ function explainRestoreFailure(
   }
   if (stderr) return new RestoreFailedError(`${errorMessage(err)}\npsql said:\n${stderr}`, { cause: err });
   return err instanceof Error ? err : new Error(String(err));
-}
-
-/** Which of SUPERUSER and CREATEROLE `role` has (through none of its memberships: these are not inherited). */
-async function rolePowers(db: Db, role: string): Promise<string[]> {
-  const [row] = await db.query<{ rolsuper: boolean; rolcreaterole: boolean }>(
-    'SELECT rolsuper, rolcreaterole FROM pg_roles WHERE rolname = $1',
-    [role],
-  );
-  return [...(row?.rolsuper ? ['SUPERUSER'] : []), ...(row?.rolcreaterole ? ['CREATEROLE'] : [])];
 }
 
 function targetExists(into: string, owner: string, why = ''): TargetExistsError {

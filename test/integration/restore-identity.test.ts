@@ -104,6 +104,35 @@ describe('restore identity', () => {
   });
 });
 
+describe('two attempts of one restore', () => {
+  it('running at once (a worker that lost its lock, and its retry): both end done, one database, no staging left', async () => {
+    const f = await fixture(3000);
+    const into = uniqueName('pgshelf_into');
+    defer(() => dropDatabase(into), { keepOnFailure: true });
+    const job = restoreJob(f.env);
+    const nonce = restoreNonce();
+    const first = job({ into, nonce }, ctx('5'));
+    // The retry starts while the first attempt's psql is loading (a retry comes after the lock expired).
+    await waitFor('the first attempt to be loading', () =>
+      withClient('postgres', async (c) => {
+        const r = await c.query(
+          `SELECT 1 FROM pg_stat_activity a JOIN pg_database d ON d.datname = a.datname
+           WHERE shobj_description(d.oid, 'pg_database') LIKE $1`,
+          [`%into ${into}`],
+        );
+        return (r.rowCount ?? 0) > 0;
+      }),
+    );
+    const results = await Promise.allSettled([first, job({ into, nonce }, ctx('5'))]);
+    expect(results.map((r) => (r.status === 'rejected' ? String(r.reason) : r.status))).toEqual([
+      'fulfilled',
+      'fulfilled',
+    ]);
+    expect(await snapshotDatabase(into)).toEqual(await snapshotDatabase(f.source));
+    expect(await stagingFor(into)).toEqual([]);
+  });
+});
+
 describe("psql's end", () => {
   it('a restore whose psql backend is terminated mid-stream fails promptly and drops its staging database', async () => {
     const f = await fixture(20_000);
