@@ -59,6 +59,7 @@ async function fixture(): Promise<SafetyFixture> {
         BEGIN ATOMIC SELECT 1; SELECT CASE WHEN true THEN 2 ELSE 3 END; END;
       CREATE PROCEDURE app.atomic_p() LANGUAGE sql BEGIN ATOMIC INSERT INTO app.log VALUES (4, 'y'); END;
       COMMENT ON TABLE app.log IS E'a \\\\ backslash, a ''quote'' and /* not a comment';
+      SELECT lo_from_bytea(0, convert_to('a large object, restored inside pg_dump''s BEGIN/COMMIT block', 'UTF8'));
       CREATE VIEW app.slices AS SELECT (ARRAY[1,2,3])[1:2] AS s, 'x\\y'::text AS t, 1.5e3 AS f;
     `),
   );
@@ -105,6 +106,7 @@ describe('a restore runs only SQL', () => {
     expect(f.sql).toMatch(/^\\restrict /m);
     expect(f.sql).toContain('BEGIN ATOMIC');
     expect(f.sql).toMatch(/COMMIT; ROLLBACK; END \$\$;/);
+    expect(f.sql).toMatch(/^BEGIN;\n\nSELECT pg_catalog\.lo_open/m);
     const into = uniqueName('pgshelf_into');
     defer(() => dropDatabase(into), { keepOnFailure: true });
     await restoreJob(f.env)({ into }, ctx());
@@ -113,6 +115,16 @@ describe('a restore runs only SQL', () => {
       into,
       async (c) => (await c.query<{ id: number; v: string }>('SELECT id, v FROM app.log ORDER BY id')).rows,
     );
+    const objects = await withClient(
+      into,
+      async (c) =>
+        (
+          await c.query<{ t: string }>(
+            `SELECT convert_from(lo_get(oid), 'UTF8') AS t FROM pg_catalog.pg_largeobject_metadata`,
+          )
+        ).rows,
+    );
+    expect(objects).toEqual([{ t: "a large object, restored inside pg_dump's BEGIN/COMMIT block" }]);
     expect(rows).toEqual([
       { id: 1, v: 'back\\slash \\! id' },
       { id: 2, v: "it's $$ -- /* COMMIT;" },

@@ -149,6 +149,33 @@ describe('SqlGuard', () => {
     expect(result.dropped).toBe(2);
   });
 
+  it("drops pg_dump's BEGIN; and COMMIT; around large objects, and checks what is between", async () => {
+    const blobs = [
+      "SELECT pg_catalog.lo_create('370033');",
+      'BEGIN;',
+      '',
+      "SELECT pg_catalog.lo_open('370033', 131072);",
+      "SELECT pg_catalog.lowrite(0, '\\x68656c6c6f');",
+      'SELECT pg_catalog.lo_close(0);',
+      '',
+      'COMMIT;',
+      'SELECT 1;',
+      '',
+    ].join('\n');
+    const result = await everySplit(blobs);
+    expect(result.out).toBe(blobs.replace('BEGIN;\n', '').replace('COMMIT;\n', ''));
+    expect(result.dropped).toBe(2);
+    for (const [text, line] of [
+      ['BEGIN;\nCOMMIT;\nCOMMIT;\n', 3],
+      ['BEGIN;\nSELECT 1;\nCOMMIT;\n', 2],
+      ['BEGIN; SELECT 1;\n', 1],
+      ['BEGIN;\nSELECT pg_catalog.lo_close(0); COMMIT; CREATE ROLE x;\n', 2],
+      ['SELECT 1;\n  BEGIN;\n', 2],
+    ] as const) {
+      expect((await everySplit(text)).error, text).toMatch(new RegExp(`^line ${line} of the archive `));
+    }
+  });
+
   it("gives psql its own \\restrict line before any of the archive's bytes", async () => {
     const result = await guard([Buffer.from('SELECT 1;\n')], { restrictKey: 'abc123' });
     expect(result.out).toBe('\\restrict abc123\nSELECT 1;\n');
