@@ -70,6 +70,14 @@ export class ManifestSignatureError extends PgshelfError {
   override readonly recoverable = false;
 }
 
+/**
+ * An archive holds something other than plain SQL a one-database pg_dump writes: a psql meta-command, transaction
+ * control, a cluster-wide statement, or text psql and pgshelf could read differently. Nothing after it was sent.
+ */
+export class UnsafeArchiveError extends PgshelfError {
+  override readonly recoverable = false;
+}
+
 /** Storage could not be reached or refused a request. Usually transient. */
 export class StorageError extends PgshelfError {}
 

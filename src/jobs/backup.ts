@@ -15,7 +15,7 @@ import {
 import { describeExit, spawnChild, type Child } from '../postgres/child.js';
 import { childEnv, connectionArgs } from '../postgres/connection.js';
 import { inspectDatabase } from '../postgres/server.js';
-import { findTool } from '../postgres/tools.js';
+import { findTool, restrictSince } from '../postgres/tools.js';
 import type { ObjectWriter, Storage } from '../storage/index.js';
 import { backupKeys, newBackupId } from '../storage/layout.js';
 import { throttle, type JobContext, type JobDeps } from './context.js';
@@ -125,6 +125,13 @@ export function createBackupJob(deps: JobDeps) {
         binDir: config.pgBinDir,
         env: config.childEnv,
       });
+      if (!pgDump.restrict) {
+        log.warn(
+          { pgDump: pgDump.version, path: pgDump.path },
+          `pg_dump ${pgDump.version} predates the CVE-2025-8714 fix (${restrictSince(pgDump.major) ?? '18'}): ` +
+            'install a newer one; it is used because nothing newer is installed',
+        );
+      }
       const keys = backupKeys(target.name, startedAt, id);
       log.info(
         { database: target.name, id, key: keys.archive, server: server.version, pgDump: pgDump.version },

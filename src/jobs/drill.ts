@@ -62,7 +62,11 @@ export function createDrillJob(deps: JobDeps) {
     let detail: string | undefined;
     let expected: Record<string, number> = {};
     try {
-      const restored = await restore({ database: target.name, backup: backup.id, into: scratch }, ctx);
+      // A drill runs with nobody watching: the archive is checked whole before any of it reaches psql.
+      const restored = await restore(
+        { database: target.name, backup: backup.id, into: scratch, verifyFirst: true },
+        ctx,
+      );
       restoreMs = restored.durationMs;
       expected = (await readManifest(storage, backup.manifestKey!, trust)).tables;
       mismatches = await withDb(target.postgres, { ...q, database: scratch }, async (db) => {

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -14,6 +14,7 @@ import {
   PgshelfError,
   RestoreFailedError,
   TargetExistsError,
+  UnsafeArchiveError,
   VersionMismatchError,
   errorMessage,
 } from '../errors.js';
@@ -34,14 +35,24 @@ import {
   withAdminDb,
 } from '../postgres/admin.js';
 import { describeExit, spawnChild, type Child } from '../postgres/child.js';
+import { PsqlSink } from '../postgres/psql-sink.js';
 import { childEnv, connectionArgs, type QueryOptions } from '../postgres/connection.js';
+import {
+  claimStaging,
+  dropIfAbandoned,
+  holdWhileRunning,
+  lockRestoreTarget,
+  rolePowers,
+  stagingDatabases,
+} from '../postgres/restore-lock.js';
 import { describeConnectError } from '../postgres/server.js';
 import { findTool, serverMajor } from '../postgres/tools.js';
 import { parseKey } from '../storage/layout.js';
 import type { Storage } from '../storage/index.js';
 import { conninfoDbname } from './backup.js';
 import { throttle, type JobContext, type JobDeps } from './context.js';
-import { DUMP_COMPLETE, EndGate, OwnershipFilter } from './sql.js';
+import { checkStoredSize, SizeLimit, verifyArchive } from './restore-check.js';
+import { DUMP_COMPLETE, EndGate, SqlGuard } from './sql.js';
 import { DigestStream } from './streams.js';
 
 export interface RestoreInput {
@@ -55,6 +66,16 @@ export interface RestoreInput {
   readonly into: string;
   /** Drop ownership and privilege statements: every object then belongs to POSTGRES_USER. */
   readonly noOwner?: boolean;
+  /**
+   * This restore's identity, the same for each of its attempts (the CLI makes one per command; the job one when
+   * missing). "Already done" is decided on it, never on the queue's job id, which can be reused.
+   */
+  readonly nonce?: string;
+  /**
+   * Read and check the whole archive (size, SHA-256, gunzip, completion line) before any SQL is sent. Default:
+   * on for `key` restores (drills pass it too), off otherwise (the same checks then run as it streams).
+   */
+  readonly verifyFirst?: boolean;
 }
 
 export interface RestoreResult {
@@ -69,6 +90,8 @@ export interface RestoreResult {
   /** Whether the archive's SHA-256 and size were checked against a manifest (false for foreign archives). */
   readonly checkedAgainstManifest: boolean;
   readonly durationMs: number;
+  /** Things the operator should know, e.g. that the restoring role has more power than a restore needs. */
+  readonly warnings: readonly string[];
 }
 
 /** The most a PostgreSQL identifier can hold (NAMEDATALEN - 1). */
@@ -89,12 +112,14 @@ function checkTargetName(into: string): void {
   if (into.includes('\u0000')) throw new ConfigError('--into must not contain NUL characters');
 }
 
-/**
- * The scratch name a restore is built under before it is renamed to its target. Derived from the job id, so a
- * retry of the same job finds (and drops) what an earlier attempt left behind.
- */
-export function stagingName(jobKey: string): string {
-  return `pgshelf_restore_${createHash('sha256').update(jobKey).digest('hex').slice(0, 16)}`;
+/** A fresh scratch name for one attempt of a restore; the target's name is taken only at the end. */
+export function stagingName(): string {
+  return `pgshelf_restore_${randomBytes(8).toString('hex')}`;
+}
+
+/** A new restore identity. */
+export function restoreNonce(): string {
+  return randomBytes(12).toString('hex');
 }
 
 interface Archive {
@@ -142,47 +167,6 @@ async function locateArchive(
   };
 }
 
-/**
- * psql's stdin as the end of a pipeline. Ending it lets psql COMMIT; destroying it on an error first kills
- * psql, because closing psql's stdin is an end of input, which would COMMIT whatever it had read so far.
- */
-class PsqlSink extends Writable {
-  constructor(private readonly child: Child) {
-    super({ highWaterMark: 1 << 20 });
-  }
-
-  override _write(chunk: Buffer, _enc: BufferEncoding, callback: (error?: Error | null) => void): void {
-    const stdin = this.child.process.stdin;
-    if (!stdin || stdin.destroyed) {
-      callback(new RestoreFailedError('psql stopped reading its input'));
-      return;
-    }
-    if (stdin.write(chunk)) callback();
-    else {
-      const onDrain = (): void => {
-        stdin.off('error', onError);
-        callback();
-      };
-      const onError = (err: Error): void => {
-        stdin.off('drain', onDrain);
-        callback(err);
-      };
-      stdin.once('drain', onDrain);
-      stdin.once('error', onError);
-    }
-  }
-
-  override _final(callback: (error?: Error | null) => void): void {
-    this.child.process.stdin?.end(callback);
-  }
-
-  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    if (error) this.child.kill('SIGKILL');
-    this.child.process.stdin?.destroy();
-    callback(error);
-  }
-}
-
 export function createRestoreJob(deps: JobDeps) {
   const now = deps.now ?? (() => new Date());
   return async function restore(input: RestoreInput, ctx: JobContext): Promise<RestoreResult> {
@@ -195,32 +179,56 @@ export function createRestoreJob(deps: JobDeps) {
     if (ctx.signal.aborted) throw new AbortedError();
 
     const archive = await locateArchive(storage, target.name, input, manifestTrust(config));
-    const jobKey = ctx.jobId ?? `in-process:${randomBytes(8).toString('hex')}`;
-    const staging = stagingName(`${jobKey}:${input.into}`);
-    const marker = `pgshelf restore job ${jobKey}`;
+    if (archive.manifest) await checkStoredSize(storage, archive.key, archive.manifest);
+    if (input.verifyFirst ?? input.key !== undefined) {
+      log.info({ key: archive.key }, 'verifying the whole archive before restoring it');
+      await verifyArchive(storage, archive.key, archive.manifest, ctx.signal);
+    }
+    const nonce = input.nonce ?? restoreNonce();
+    if (!/^[0-9A-Za-z-]{8,64}$/.test(nonce)) {
+      throw new ConfigError(
+        `restore nonce "${nonce}" is not 8-64 letters, digits or dashes, e.g. ${restoreNonce()}`,
+      );
+    }
+    const staging = stagingName();
+    const marker = `pgshelf restore ${nonce}`;
+    const owner = pg.user ?? os.userInfo().username;
+    const warnings: string[] = [];
 
-    // Server version, the target's existence, and leftovers of an earlier attempt of this same job.
+    // Server version, the target's existence, and leftovers of earlier attempts of this same restore, under the
+    // target's advisory lock (released when the connection closes).
     const server = await withAdminDb(pg, q, async (db) => {
       const [row] = await db.query<{ num: string }>(`SELECT current_setting('server_version_num') AS num`);
-      const existing = await databaseInfo(db, input.into);
-      if (existing) {
-        // A retry of a job whose attempt renamed the database and then died: the restore is done.
-        if (existing.comment?.startsWith(`${marker} completed`))
-          return { versionNum: Number(row?.num), done: true };
-        throw new TargetExistsError(
-          `database "${input.into}" already exists (owner ${existing.owner}): pgshelf restores only into a new ` +
-            'database and never overwrites one. Choose another --into, or drop it yourself first',
+      const power = await rolePowers(db, owner);
+      if (power.length > 0) {
+        // An archive's SQL runs with this role's rights: a superuser's restore can reach the whole server.
+        warnings.push(
+          `the restoring role "${owner}" (POSTGRES_USER) has ${power.join(' and ')}: the archive's SQL runs with ` +
+            'those rights. Restore with a role that only has CREATEDB (see "Restoring" in the README)',
         );
       }
-      if (await databaseInfo(db, staging)) {
-        log.warn({ staging }, 'dropping the unfinished restore left by an earlier attempt of this job');
-        await dropDatabase(db, staging);
+      await lockRestoreTarget(db, input.into);
+      const existing = await databaseInfo(db, input.into);
+      if (existing) {
+        // An earlier attempt of this restore renamed the database and then died: the restore is done.
+        if (existing.comment?.startsWith(`${marker} completed`))
+          return { versionNum: Number(row?.num), done: true };
+        throw targetExists(input.into, existing.owner);
+      }
+      for (const name of await stagingDatabases(db, `${marker} `)) {
+        if (await dropIfAbandoned(db, name)) {
+          log.warn(
+            { staging: name },
+            'dropped the unfinished restore left by an earlier attempt of this restore',
+          );
+        }
       }
       return { versionNum: Number(row?.num), done: false };
     }).catch((err: unknown) => {
       if (err instanceof PgshelfError) throw err;
       throw describeConnectError(err, pg, 'postgres');
     });
+    for (const w of warnings) log.warn({ role: owner }, w);
     const major = serverMajor(server.versionNum);
     if (archive.manifest && serverMajor(archive.manifest.serverVersionNum) > major) {
       throw new VersionMismatchError(
@@ -228,10 +236,9 @@ export function createRestoreJob(deps: JobDeps) {
           `${major}: restore into a server of major version ${serverMajor(archive.manifest.serverVersionNum)} or newer`,
       );
     }
-    const owner = pg.user ?? os.userInfo().username;
     const startedAt = now();
     if (server.done) {
-      log.info({ into: input.into }, 'an earlier attempt of this job already completed the restore');
+      log.info({ into: input.into }, 'an earlier attempt of this restore (same nonce) already completed it');
       return result(0, 0, '');
     }
 
@@ -247,20 +254,33 @@ export function createRestoreJob(deps: JobDeps) {
     // 1. A fresh database, owned by POSTGRES_USER, created by POSTGRES_ADMIN_USER (template0: nothing in it).
     const createArgs = [...connectionArgs(pg, 'admin'), '--no-password', '--template=template0'];
     if (pg.user !== undefined) createArgs.push(`--owner=${pg.user}`);
-    createArgs.push('--', staging);
-    const created = spawnChild(createdb.path, createArgs, {
-      env: childEnv(config.childEnv, pg, 'admin'),
-      logger: log,
-      echo: config.dbEcho,
-      stdout: 'ignore',
+    // The description is the in-progress marker: a staging database is never there without its restore's nonce.
+    createArgs.push('--', staging, `${marker} in progress: restoring ${archive.key} into ${input.into}`);
+    // This attempt's claim on its staging database, held until it ends: a retry drops only abandoned ones.
+    const claim = await holdWhileRunning(pg, q, (db) => claimStaging(db, staging));
+    // Under the target's lock, so no restore finishing meanwhile is missed.
+    const creating = withAdminDb(pg, q, async (db) => {
+      await lockRestoreTarget(db, input.into);
+      const existing = await databaseInfo(db, input.into);
+      if (existing) throw targetExists(input.into, existing.owner, ' (another restore finished first)');
+      const created = spawnChild(createdb.path, createArgs, {
+        env: childEnv(config.childEnv, pg, 'admin'),
+        logger: log,
+        echo: config.dbEcho,
+        stdout: 'ignore',
+      });
+      const createdStatus = await created.exited;
+      if (createdStatus.code !== 0) {
+        throw new RestoreFailedError(
+          `createdb ${describeExit(createdStatus)}: ${created.stderr.text(5)}. Check that POSTGRES_ADMIN_USER ` +
+            `(${pg.adminUser ?? 'default'}) may create databases`,
+        );
+      }
     });
-    const createdStatus = await created.exited;
-    if (createdStatus.code !== 0) {
-      throw new RestoreFailedError(
-        `createdb ${describeExit(createdStatus)}: ${created.stderr.text(5)}. Check that POSTGRES_ADMIN_USER ` +
-          `(${pg.adminUser ?? 'default'}) may create databases`,
-      );
-    }
+    await creating.catch(async (err: unknown) => {
+      await claim.release();
+      throw err;
+    });
     const cleanup = async (): Promise<void> => {
       await withAdminDb(pg, q, (db) => dropDatabase(db, staging)).catch((err: unknown) =>
         log.error(
@@ -270,13 +290,11 @@ export function createRestoreJob(deps: JobDeps) {
       );
     };
 
+    let doneElsewhere: boolean;
     let digest: DigestStream | undefined;
     let sqlGate: EndGate | undefined;
     let child: Child | undefined;
     try {
-      await withAdminDb(pg, q, (db) =>
-        commentOnDatabase(db, staging, `${marker} in progress: restoring ${archive.key} into ${input.into}`),
-      );
       // 2. storage -> SHA-256 -> gunzip -> [ownership filter] -> psql, in one transaction.
       const abort = new AbortController();
       const onAbort = (): void => abort.abort(ctx.signal.reason);
@@ -347,14 +365,15 @@ export function createRestoreJob(deps: JobDeps) {
         );
       };
       const ticker = setInterval(progress, 1000);
-      const stages: (Readable | Transform | Writable)[] = [
-        source,
-        digest,
-        archiveGate,
-        createGunzip({ chunkSize: 128 * 1024 }),
-      ];
-      if (input.noOwner) stages.push(new OwnershipFilter());
-      stages.push(sqlGate, new PsqlSink(child));
+      const stages: (Readable | Transform | Writable)[] = [source];
+      if (manifest) stages.push(new SizeLimit(manifest.archive.bytes, storage.locate(archive.key)));
+      stages.push(digest, archiveGate, createGunzip({ chunkSize: 128 * 1024 }));
+      // Only SQL reaches psql: its own \restrict first (a key the archive cannot know), then the lexed archive.
+      stages.push(
+        sqlGate,
+        new SqlGuard({ noOwner: input.noOwner, restrictKey: randomBytes(32).toString('hex') }),
+      );
+      stages.push(new PsqlSink(child));
       try {
         await pipeline(stages as [Readable, ...Transform[], Writable], { signal: abort.signal });
         const status = await child.exited;
@@ -366,20 +385,32 @@ export function createRestoreJob(deps: JobDeps) {
       }
 
       // 3. Only a complete, verified, committed restore gets the target's name.
-      await withAdminDb(pg, q, async (db) => {
+      doneElsewhere = await withAdminDb(pg, q, async (db) => {
+        await lockRestoreTarget(db, input.into);
+        const existing = await databaseInfo(db, input.into);
+        // Another attempt of this same restore (a worker that lost its lock) finished first: done all the same.
+        if (existing?.comment?.startsWith(`${marker} completed`)) return true;
+        if (existing) throw targetExists(input.into, existing.owner, ' (another restore finished first)');
         await renameDatabase(db, staging, input.into);
         await commentOnDatabase(
           db,
           input.into,
           `${marker} completed ${now().toISOString()}: restored from ${archive.key}`,
         );
+        return false;
       });
     } catch (err) {
       child?.kill('SIGKILL');
       const status = child ? await child.exited : undefined;
       await cleanup();
-      throw explainRestoreFailure(err, child, status, ctx.signal, input.into);
+      await claim.release();
+      throw explainRestoreFailure(err, child, status, ctx.signal, input);
     }
+    if (doneElsewhere) {
+      await cleanup();
+      log.info({ into: input.into }, 'another attempt of this restore (same nonce) completed it first');
+    }
+    await claim.release();
     const finished = now();
     const res = result(finished.getTime() - startedAt.getTime(), sqlGate.bytes, digest.sha256, digest.bytes);
     log.info({ into: input.into, ms: res.durationMs, bytes: res.bytes }, 'restore finished');
@@ -401,6 +432,7 @@ export function createRestoreJob(deps: JobDeps) {
         uncompressedBytes,
         sha256: sha256 || (archive.manifest?.archive.sha256 ?? ''),
         checkedAgainstManifest: archive.manifest !== undefined,
+        warnings,
         durationMs,
       };
     }
@@ -412,21 +444,44 @@ function explainRestoreFailure(
   child: Child | undefined,
   status: { code: number | null; signal: NodeJS.Signals | null } | undefined,
   signal: AbortSignal,
-  into: string,
+  { into, noOwner }: RestoreInput,
 ): Error {
   if (signal.aborted) {
     return new AbortedError(`restore aborted: ${errorMessage(signal.reason)}; "${into}" was not created`);
   }
-  if (err instanceof ChecksumMismatchError || err instanceof CorruptArchiveError) return err;
+  if (
+    err instanceof ChecksumMismatchError ||
+    err instanceof CorruptArchiveError ||
+    err instanceof UnsafeArchiveError ||
+    err instanceof TargetExistsError
+  ) {
+    return err;
+  }
   const corrupt = asCorruptArchive(err);
   if (corrupt) return corrupt;
   // psql's own words are the useful part of an SQL failure.
   const stderr = child?.stderr.text(15);
   if (stderr && status && status.code !== 0 && status.signal !== 'SIGKILL') {
-    return new RestoreFailedError(`psql ${describeExit(status)}:\n${stderr}`, { cause: err });
+    // Objects given to roles this server lacks, or that POSTGRES_USER cannot act as.
+    const hint =
+      !noOwner &&
+      /role ".*" does not exist|must be (owner|member|able to SET ROLE)|permission denied to (set role|grant)/.test(
+        stderr,
+      )
+        ? '\nThe dump gives objects to roles this server lacks or POSTGRES_USER cannot act as: restore with ' +
+          '--no-owner, and every object will belong to POSTGRES_USER'
+        : '';
+    return new RestoreFailedError(`psql ${describeExit(status)}:\n${stderr}${hint}`, { cause: err });
   }
   if (stderr) return new RestoreFailedError(`${errorMessage(err)}\npsql said:\n${stderr}`, { cause: err });
   return err instanceof Error ? err : new Error(String(err));
+}
+
+function targetExists(into: string, owner: string, why = ''): TargetExistsError {
+  return new TargetExistsError(
+    `database "${into}" already exists (owner ${owner})${why}: pgshelf restores only into a new database and ` +
+      'never overwrites one. Choose another --into, or drop it yourself first',
+  );
 }
 
 /** zlib's errors (Z_DATA_ERROR, Z_BUF_ERROR for a truncated file) mean a damaged archive. */

@@ -16,13 +16,13 @@ export class TailBuffer {
     }
   }
 
-  /** The last `lines` non-empty lines. */
+  /** The last `lines` non-empty lines, with row data cut out (they end up in logs, job records, manifests). */
   lines(lines = 20): string[] {
     let text = Buffer.concat(this.chunks).toString('utf8');
     if (this.size > this.maxBytes) text = text.slice(-this.maxBytes);
     return text
       .split('\n')
-      .map((l) => l.trimEnd())
+      .map((l) => withoutRowData(l.trimEnd()))
       .filter((l) => l !== '')
       .slice(-lines);
   }
@@ -30,6 +30,21 @@ export class TailBuffer {
   text(lines = 20): string {
     return this.lines(lines).join('\n');
   }
+}
+
+const HIDDEN = '(value not shown)';
+
+/**
+ * A server message line without the table data it quotes: `COPY t, line 5: "<row>"` and `column c: "<value>"`
+ * contexts, `Key (c)=(<values>)` and `Failing row contains (<values>)` details, and an error's trailing
+ * `: "<value>"` (invalid input syntax and the like). Table, column and line number stay.
+ */
+export function withoutRowData(line: string): string {
+  return line
+    .replace(/^(\s*CONTEXT:\s+COPY [^\n]*?, line \d+(?:, column [^:]*)?): .*$/, `$1: ${HIDDEN}`)
+    .replace(/^(\s*DETAIL:\s+Key \(.*?\))=\(.*\)( .*)?$/, `$1=${HIDDEN}$2`)
+    .replace(/^(\s*DETAIL:\s+Failing row contains) \(.*\)\.?$/, `$1 ${HIDDEN}.`)
+    .replace(/^(.*?(?:ERROR|FATAL):\s+.*?): ".*"$/, `$1: ${HIDDEN}`);
 }
 
 export interface ExitStatus {

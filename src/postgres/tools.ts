@@ -14,6 +14,28 @@ export interface Tool {
   /** e.g. "15.19" */
   readonly version: string;
   readonly major: number;
+  /** Whether this version knows `\restrict` (the CVE-2025-8714 fix): psql refuses meta-commands after it. */
+  readonly restrict: boolean;
+}
+
+/** The first minor of each major with `\restrict` (CVE-2025-8714, August 2025); 18 had it from the start. */
+const RESTRICT_SINCE: Readonly<Record<number, number>> = { 13: 22, 14: 19, 15: 14, 16: 10, 17: 6 };
+
+/** The first version of `major` with `\restrict`, e.g. "15.14"; undefined when no release of it has one. */
+export function restrictSince(major: number): string | undefined {
+  if (major >= 18) return `${major}.0`;
+  const minor = RESTRICT_SINCE[major];
+  return minor === undefined ? undefined : `${major}.${minor}`;
+}
+
+/** Whether a client of this version ("15.13", "18", "19devel") understands `\restrict`. */
+export function supportsRestrict(version: string): boolean {
+  const m = /^(\d+)(?:\.(\d+))?/.exec(version);
+  if (!m) return false;
+  const major = Number(m[1]);
+  if (major >= 18) return true;
+  const since = RESTRICT_SINCE[major];
+  return since !== undefined && m[2] !== undefined && Number(m[2]) >= since;
 }
 
 const DEBIAN_ROOT = '/usr/lib/postgresql';
@@ -99,13 +121,27 @@ async function locate(
     for (const dir of pathDirs(options.env)) candidates.push(path.join(dir, name));
   }
   let tooOld: Tool | undefined;
+  let unfixed: Tool | undefined;
   for (const file of candidates) {
     if (!(await executable(file))) continue;
     const v = await versionOf(file, options.env);
     if (!v) continue;
-    const tool: Tool = { name, path: file, version: v.version, major: v.major };
-    if (v.major >= major) return tool;
-    tooOld ??= tool;
+    const tool: Tool = { ...v, name, path: file, restrict: supportsRestrict(v.version) };
+    if (v.major < major) tooOld ??= tool;
+    else if (tool.restrict || (name !== 'psql' && name !== 'pg_dump')) return tool;
+    else unfixed ??= tool;
+  }
+  // A pg_dump from before the fix still writes a plain dump pgshelf restores safely (the caller warns); a psql
+  // from before it cannot take the \restrict line every restore starts with.
+  if (unfixed && name === 'pg_dump') return unfixed;
+  if (unfixed) {
+    const need = restrictSince(unfixed.major);
+    throw new VersionMismatchError(
+      `${unfixed.path} is psql ${unfixed.version}, which cannot take the \\restrict line pgshelf sends first so ` +
+        `that psql runs nothing but SQL; that needs psql ${need ?? '18'} or newer (the CVE-2025-8714 fix). ` +
+        `Install it (e.g. apt-get install postgresql-client-${need ? unfixed.major : 18}) or point PGSHELF_PG_BIN at ` +
+        `its bin directory, e.g. PGSHELF_PG_BIN=/usr/lib/postgresql/${need ? unfixed.major : 18}/bin`,
+    );
   }
   if (tooOld) {
     throw new VersionMismatchError(

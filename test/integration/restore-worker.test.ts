@@ -1,7 +1,6 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
-import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import type { Env } from '../../src/config.js';
 import { runCli, startCli, waitFor } from '../helpers/cli.js';
@@ -9,8 +8,6 @@ import { daemon, useCleanup, workerFixture } from '../helpers/lifecycle.js';
 import {
   databaseExists,
   dropDatabase,
-  PG_HOST,
-  PG_PORT,
   PG_USER,
   snapshotDatabase,
   uniqueName,
@@ -49,20 +46,16 @@ describe('pgshelf restore through a worker', () => {
     const { db, dir, env } = await setup();
     const backup = await runCli(['backup', '--in-process', '--json'], env);
     const { archiveLocation } = JSON.parse(backup.stdout) as { archiveLocation: string };
-    // An archive that stops halfway, on a row lock this test holds: "midway" on demand. (A role is shared by all
-    // databases, so the lock reaches into the staging database; advisory locks would not.)
+    // An archive that stops halfway, in a long sleep while a role named `gate` exists (roles are shared by all
+    // databases, so the test reaches into the staging database): "midway" on demand, for the first attempt only.
     const gate = uniqueName('pgshelf_gate');
     await withClient('postgres', (c) => c.query(`CREATE ROLE ${gate} NOLOGIN`));
-    defer(() => withClient('postgres', (c) => c.query(`DROP ROLE IF EXISTS ${gate}`)).then(() => undefined));
+    defer(() => withClient('postgres', (c) => c.query(`DROP ROLE IF EXISTS ${gate}`)));
     const sql = gunzipSync(await readFile(archiveLocation)).toString('utf8');
     const at = sql.indexOf('COPY app.orders');
-    const slow = `${sql.slice(0, at)}ALTER ROLE ${gate} CONNECTION LIMIT 2;\n${sql.slice(at)}`;
+    const sleep = `SELECT pg_sleep(600) FROM pg_catalog.pg_roles WHERE rolname = '${gate}';\n`;
+    const slow = `${sql.slice(0, at)}${sleep}${sql.slice(at)}`;
     await writeFile(path.join(dir, 'slow.sql.gz'), gzipSync(slow));
-    const holder = new pg.Client({ host: PG_HOST, port: PG_PORT, user: PG_USER, database: 'postgres' });
-    await holder.connect();
-    await holder.query('BEGIN');
-    await holder.query(`ALTER ROLE ${gate} CONNECTION LIMIT 1`);
-    defer(() => holder.end().catch(() => undefined));
 
     const into = uniqueName('pgshelf_into');
     defer(() => dropDatabase(into), { keepOnFailure: true });
@@ -71,24 +64,33 @@ describe('pgshelf restore through a worker', () => {
     const blocked = (): Promise<boolean> =>
       withClient('postgres', async (c) => {
         const r = await c.query(
-          `SELECT 1 FROM pg_stat_activity WHERE datname LIKE 'pgshelf_restore_%' AND wait_event_type = 'Lock'`,
+          `SELECT 1 FROM pg_stat_activity WHERE datname LIKE 'pgshelf_restore_%' AND wait_event = 'PgSleep'
+             AND query LIKE '%pg_sleep(600)%'`,
         );
         return (r.rowCount ?? 0) > 0;
       });
-    await waitFor('psql to block on the row lock', blocked).catch((err: Error) => {
+    await waitFor('psql to sleep midway', blocked).catch((err: Error) => {
       throw new Error(`${err.message}\nworker: ${first.stderr()}\ncli: ${cli.stderr()}`);
     });
     first.child.kill('SIGKILL');
     await first.done;
-    // The orphaned psql now reads the end of its input and commits a half restore into the staging database.
-    await holder.query('ROLLBACK');
+    // The orphaned psql outlives its worker; once woken it stops on the error, leaving its staging database.
+    await withClient('postgres', (c) => c.query(`DROP ROLE ${gate}`));
+    await withClient('postgres', (c) =>
+      c.query(
+        `SELECT pg_cancel_backend(pid) FROM pg_stat_activity
+         WHERE datname LIKE 'pgshelf_restore_%' AND query LIKE '%pg_sleep(600)%'`,
+      ),
+    );
     await waitFor('the orphaned psql to finish', async () => !(await blocked()));
     expect(await databaseExists(into)).toBe(false);
 
     const second = worker(env);
     const res = await cli.done;
     expect(res.code, `${res.stderr}\n${second.stderr()}`).toBe(0);
-    expect(second.stderr()).toMatch(/dropping the unfinished restore left by an earlier attempt of this job/);
+    expect(second.stderr()).toMatch(
+      /dropped the unfinished restore left by an earlier attempt of this restore/,
+    );
     expect(await snapshotDatabase(into)).toEqual(await snapshotDatabase(db));
     const leftovers = await withClient(
       'postgres',

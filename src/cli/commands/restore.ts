@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import type { DrillResult } from '../../jobs/drill.js';
-import type { RestoreResult } from '../../jobs/restore.js';
+import { restoreNonce, type RestoreResult } from '../../jobs/restore.js';
 import { createVerifyJob, type VerifyResult } from '../../jobs/verify.js';
 import { formatBytes, formatDuration } from '../format.js';
 import { ProgressLine } from '../progress.js';
@@ -26,12 +26,24 @@ export function registerRestore(program: Command, runtime: () => Runtime): void 
     .option('--backup <id>', 'backup id, or latest', 'latest')
     .option('--key <key>', 'restore this storage key instead (e.g. an archive made by plain pg_dump | gzip)')
     .option('--no-owner', 'drop ownership and privilege statements: everything belongs to POSTGRES_USER')
+    .option(
+      '--verify-first',
+      'read and check the whole archive (size, SHA-256, gunzip, completion line) before any SQL is sent ' +
+        '(always on with --key)',
+    )
     .option('--in-process', 'run the job in this process instead of on a worker (no Redis needed)')
     .option('--no-wait', 'enqueue the job, print its id and return')
     .option('--json', 'print one JSON document on stdout')
     .action(
       async (
-        opts: QueueOptions & { into: string; db?: string; backup: string; key?: string; owner: boolean },
+        opts: QueueOptions & {
+          into: string;
+          db?: string;
+          backup: string;
+          key?: string;
+          owner: boolean;
+          verifyFirst?: boolean;
+        },
       ) => {
         const rt = runtime();
         const input = {
@@ -40,6 +52,9 @@ export function registerRestore(program: Command, runtime: () => Runtime): void 
           ...(opts.key !== undefined ? { key: opts.key } : {}),
           into: opts.into,
           noOwner: !opts.owner,
+          ...(opts.verifyFirst ? { verifyFirst: true } : {}),
+          // The restore's identity for every attempt of this job, whatever id the queue gives it.
+          nonce: restoreNonce(),
         };
         const { jobId, result } = await rt.submit<RestoreResult>('restore', input, {
           inProcess: opts.inProcess,
@@ -47,6 +62,7 @@ export function registerRestore(program: Command, runtime: () => Runtime): void 
           json: opts.json,
         });
         if (!result) return queued('restore', jobId, opts.json);
+        for (const w of result.warnings ?? []) process.stderr.write(`pgshelf: warning: ${w}\n`);
         if (opts.json) return printJson({ jobId, ...result });
         process.stdout.write(
           `restored ${result.backupId ? `backup ${result.backupId}` : result.archiveKey} into "${result.database}" ` +
