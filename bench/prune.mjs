@@ -7,7 +7,7 @@ import { loadConfig } from '../dist/config.js';
 import { createPruneJob } from '../dist/jobs/prune.js';
 import { silentLogger } from '../dist/logger.js';
 import { createStorage } from '../dist/storage/index.js';
-import { backupKeys } from '../dist/storage/layout.js';
+import { backupKeys } from '../dist/catalog/layout.js';
 import { args, startS3Server } from './lib.mjs';
 
 const opts = args({ backups: 10000 });

@@ -4,20 +4,20 @@ import { pipeline } from 'node:stream/promises';
 import { resolveTarget } from '../config.js';
 import { AbortedError, DumpFailedError, PgshelfError, StorageError, errorMessage } from '../errors.js';
 import { garbageNudger } from '../memory.js';
-import { writeAttempt } from '../markers.js';
+import { writeAttempt } from '../catalog/markers.js';
 import {
   MANIFEST_FORMAT,
   MANIFEST_VERSION,
   manifestTrust,
   writeManifest,
   type Manifest,
-} from '../manifest.js';
+} from '../catalog/manifest.js';
 import { describeExit, spawnChild, type Child } from '../postgres/child.js';
 import { childEnv, connectionArgs } from '../postgres/connection.js';
 import { inspectDatabase } from '../postgres/server.js';
 import { findTool, restrictSince } from '../postgres/tools.js';
 import type { ObjectWriter, Storage } from '../storage/index.js';
-import { backupKeys, newBackupId } from '../storage/layout.js';
+import { backupKeys, newBackupId } from '../catalog/layout.js';
 import { throttle, type JobContext, type JobDeps } from './context.js';
 import { createGzipStream } from './gzip.js';
 import { DUMP_COMPLETE, Tail } from './sql.js';

@@ -1,8 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { resolveTarget } from '../config.js';
 import { PgshelfError, errorMessage } from '../errors.js';
-import { findBackup, manifestTrust, readManifest, writeManifest, type DrillRecord } from '../manifest.js';
-import { writeVerified } from '../markers.js';
+import {
+  findBackup,
+  manifestTrust,
+  readManifest,
+  writeManifest,
+  type DrillRecord,
+} from '../catalog/manifest.js';
+import { writeVerified } from '../catalog/markers.js';
 import { dropDatabase, withAdminDb } from '../postgres/admin.js';
 import { withDb } from '../postgres/connection.js';
 import type { JobContext, JobDeps } from './context.js';

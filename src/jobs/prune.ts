@@ -1,12 +1,12 @@
 import { mapLimit } from '../concurrency.js';
 import { resolveTarget } from '../config.js';
 import { StorageError, errorMessage } from '../errors.js';
-import { manifestTrust, readManifest, scanBackups, type StoredBackup } from '../manifest.js';
-import { readAttemptMarker, readVerifiedMarker } from '../markers.js';
-import { databasePrefix } from '../storage/layout.js';
+import { manifestTrust, readManifest, scanBackups, type StoredBackup } from '../catalog/manifest.js';
+import { readAttemptMarker, readVerifiedMarker } from '../catalog/markers.js';
+import { databasePrefix } from '../catalog/layout.js';
 import type { IncompleteUpload, RequestCounts } from '../storage/index.js';
 import type { JobContext, JobDeps } from './context.js';
-import { selectRetention, type RetentionCandidate } from './retention.js';
+import { selectRetention, type RetentionCandidate } from '../catalog/retention.js';
 
 /** Clocks differ a little between hosts; a date further ahead than this is not believed. */
 export const FUTURE_SKEW_MS = 5 * 60_000;

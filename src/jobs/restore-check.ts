@@ -3,7 +3,7 @@ import { Transform, Writable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { ChecksumMismatchError, CorruptArchiveError } from '../errors.js';
-import type { Manifest } from '../manifest.js';
+import type { Manifest } from '../catalog/manifest.js';
 import type { Storage } from '../storage/index.js';
 import { DUMP_COMPLETE, EndGate } from './sql.js';
 import { DigestStream } from './streams.js';

@@ -25,7 +25,7 @@ import {
   parseManifest,
   type Manifest,
   type ManifestTrust,
-} from '../manifest.js';
+} from '../catalog/manifest.js';
 import { garbageNudger } from '../memory.js';
 import {
   commentOnDatabase,
@@ -47,7 +47,7 @@ import {
 } from '../postgres/restore-lock.js';
 import { describeConnectError } from '../postgres/server.js';
 import { findTool, serverMajor } from '../postgres/tools.js';
-import { parseKey } from '../storage/layout.js';
+import { parseKey } from '../catalog/layout.js';
 import type { Storage } from '../storage/index.js';
 import { conninfoDbname } from './backup.js';
 import { throttle, type JobContext, type JobDeps } from './context.js';

@@ -3,7 +3,7 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { resolveTarget } from '../config.js';
 import { CorruptArchiveError, errorMessage } from '../errors.js';
-import { archiveMismatch, findBackup, manifestTrust } from '../manifest.js';
+import { archiveMismatch, findBackup, manifestTrust } from '../catalog/manifest.js';
 import { throttle, type JobContext, type JobDeps } from './context.js';
 import { asCorruptArchive } from './restore.js';
 import { DUMP_COMPLETE, EndGate } from './sql.js';

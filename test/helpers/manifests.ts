@@ -1,8 +1,13 @@
 /** Backups as prune and list see them, without running pg_dump: an archive and a schema-valid manifest. */
 import { createHash } from 'node:crypto';
-import { MANIFEST_FORMAT, MANIFEST_VERSION, writeManifest, type Manifest } from '../../src/manifest.js';
+import {
+  MANIFEST_FORMAT,
+  MANIFEST_VERSION,
+  writeManifest,
+  type Manifest,
+} from '../../src/catalog/manifest.js';
 import type { Storage } from '../../src/storage/index.js';
-import { backupKeys } from '../../src/storage/layout.js';
+import { backupKeys } from '../../src/catalog/layout.js';
 
 export const FAKE_ARCHIVE = 'gzip bytes';
 

@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { useCleanup } from '../helpers/lifecycle.js';
 import { createBackupJob } from '../../src/jobs/backup.js';
 import type { JobContext, Progress } from '../../src/jobs/context.js';
-import { readManifest, scanBackups } from '../../src/manifest.js';
+import { readManifest, scanBackups } from '../../src/catalog/manifest.js';
 import { silentLogger } from '../../src/logger.js';
 import { createStorage } from '../../src/storage/index.js';
 import { pgEnv, s3Env, tempDir, testConfig } from '../helpers/env.js';

@@ -14,7 +14,7 @@ import { createDrillJob } from '../../src/jobs/drill.js';
 import { createRestoreJob } from '../../src/jobs/restore.js';
 import { createVerifyJob } from '../../src/jobs/verify.js';
 import { silentLogger } from '../../src/logger.js';
-import { parseManifest, readManifest } from '../../src/manifest.js';
+import { parseManifest, readManifest } from '../../src/catalog/manifest.js';
 import { createStorage } from '../../src/storage/index.js';
 import { nextSecond, runCli } from '../helpers/cli.js';
 import { pgEnv, s3Env, tempDir, testConfig } from '../helpers/env.js';

@@ -20,7 +20,7 @@ import { createDrillJob, DrillFailedError } from '../../src/jobs/drill.js';
 import { createRestoreJob } from '../../src/jobs/restore.js';
 import { createVerifyJob } from '../../src/jobs/verify.js';
 import { silentLogger } from '../../src/logger.js';
-import { readManifest, writeManifest } from '../../src/manifest.js';
+import { readManifest, writeManifest } from '../../src/catalog/manifest.js';
 import { createStorage, type Storage } from '../../src/storage/index.js';
 import { pgEnv, s3Env, tempDir, testConfig } from '../helpers/env.js';
 import {

@@ -5,7 +5,7 @@ import {
   formatTimestamp,
   parseKey,
   parseTimestamp,
-} from '../../src/storage/layout.js';
+} from '../../src/catalog/layout.js';
 
 describe('storage layout', () => {
   const at = new Date('2026-03-09T02:00:07.123Z');

@@ -10,8 +10,8 @@ import {
   parseManifest,
   signManifest,
   type Manifest,
-} from '../../src/manifest.js';
-import { backupKeys } from '../../src/storage/layout.js';
+} from '../../src/catalog/manifest.js';
+import { backupKeys } from '../../src/catalog/layout.js';
 import { fakeManifest } from '../helpers/manifests.js';
 
 const KEY = 'k'.repeat(16) + '0123456789abcdef';

@@ -8,7 +8,7 @@ import {
   scanBackups,
   type Manifest,
   type StoredBackup,
-} from '../../manifest.js';
+} from '../../catalog/manifest.js';
 import { formatBytes, formatDuration, table } from '../format.js';
 import { printJson, type Runtime } from '../runtime.js';
 

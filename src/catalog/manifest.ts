@@ -6,8 +6,8 @@ import {
   CorruptArchiveError,
   ManifestInvalidError,
   ManifestSignatureError,
-} from './errors.js';
-import type { Storage } from './storage/index.js';
+} from '../errors.js';
+import type { Storage } from '../storage/index.js';
 import {
   ARCHIVE_SUFFIX,
   ENCRYPTED_SUFFIX,
@@ -15,7 +15,7 @@ import {
   databasePrefix,
   parseKey,
   type ParsedKey,
-} from './storage/layout.js';
+} from './layout.js';
 
 export const MANIFEST_FORMAT = 'pgshelf-backup';
 export const MANIFEST_VERSION = 1;

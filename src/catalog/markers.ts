@@ -5,10 +5,10 @@
  * Read with a size cap and a schema: a marker that fails them counts as absent, and is reported.
  */
 import { z } from 'zod';
-import { errorMessage } from './errors.js';
-import type { Logger } from './logger.js';
-import type { Storage } from './storage/index.js';
-import { databasePrefix } from './storage/layout.js';
+import { errorMessage } from '../errors.js';
+import type { Logger } from '../logger.js';
+import type { Storage } from '../storage/index.js';
+import { databasePrefix } from './layout.js';
 
 /** Markers are a few hundred bytes; anything much larger was not written by pgshelf. */
 export const MARKER_MAX_BYTES = 64 * 1024;
