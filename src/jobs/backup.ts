@@ -3,7 +3,7 @@ import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { resolveTarget } from '../config.js';
 import { AbortedError, DumpFailedError, PgshelfError, StorageError, errorMessage } from '../errors.js';
-import { garbageNudger } from '../memory.js';
+import { garbageNudger } from '../archive/memory.js';
 import { writeAttempt } from '../catalog/markers.js';
 import {
   MANIFEST_FORMAT,
@@ -19,7 +19,7 @@ import { findTool, restrictSince } from '../postgres/tools.js';
 import type { ObjectWriter, Storage } from '../storage/index.js';
 import { backupKeys, newBackupId } from '../catalog/layout.js';
 import { throttle, type JobContext, type JobDeps } from './context.js';
-import { createGzipStream } from './gzip.js';
+import { createGzipStream } from '../archive/gzip.js';
 import { DUMP_COMPLETE, Tail } from './sql.js';
 import { CopyRowCounter, DigestStream } from './streams.js';
 

@@ -26,7 +26,7 @@ import {
   type Manifest,
   type ManifestTrust,
 } from '../catalog/manifest.js';
-import { garbageNudger } from '../memory.js';
+import { garbageNudger } from '../archive/memory.js';
 import {
   commentOnDatabase,
   databaseInfo,
@@ -35,7 +35,7 @@ import {
   withAdminDb,
 } from '../postgres/admin.js';
 import { describeExit, spawnChild, type Child } from '../postgres/child.js';
-import { PsqlSink } from '../postgres/psql-sink.js';
+import { PsqlSink } from '../postgres/psql.js';
 import { childEnv, connectionArgs, type QueryOptions } from '../postgres/connection.js';
 import {
   claimStaging,
@@ -51,7 +51,7 @@ import { parseKey } from '../catalog/layout.js';
 import type { Storage } from '../storage/index.js';
 import { conninfoDbname } from './backup.js';
 import { throttle, type JobContext, type JobDeps } from './context.js';
-import { checkStoredSize, SizeLimit, verifyArchive } from './restore-check.js';
+import { checkStoredSize, SizeLimit, verifyArchive } from '../archive/restore-check.js';
 import { DUMP_COMPLETE, EndGate, SqlGuard } from './sql.js';
 import { DigestStream } from './streams.js';
 

@@ -1,6 +1,6 @@
 /** Transforms over a plain-format SQL dump as it streams to psql. */
 import { Transform, type TransformCallback } from 'node:stream';
-import { COPY_DATA, INIT, META, SqlLexer, XQS } from './sql-lexer.js';
+import { COPY_DATA, INIT, META, SqlLexer, XQS } from '../archive/sql-lexer.js';
 
 /** The marker pg_dump writes at the very end of a plain dump; its absence means the dump was cut short. */
 export const DUMP_COMPLETE = '-- PostgreSQL database dump complete';

@@ -3,7 +3,7 @@ import { pipeline } from 'node:stream/promises';
 import { describe, expect, it } from 'vitest';
 import { RestoreFailedError } from '../../src/errors.js';
 import { spawnChild } from '../../src/postgres/child.js';
-import { PsqlSink } from '../../src/postgres/psql-sink.js';
+import { PsqlSink } from '../../src/postgres/psql.js';
 import { baseEnv } from '../helpers/env.js';
 
 /** A stand-in for psql: a shell that reads some of its input, then exits with `code`. */

@@ -4,7 +4,7 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { gunzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { BLOCK_SIZE, createGzipStream } from '../../src/jobs/gzip.js';
+import { BLOCK_SIZE, createGzipStream } from '../../src/archive/gzip.js';
 
 async function compress(input: Buffer, threads: number, chunk = 64 * 1024): Promise<Buffer> {
   const parts: Buffer[] = [];

@@ -3,7 +3,7 @@ import { requireDatabases } from '../../config.js';
 import type { PruneResult } from '../../jobs/prune.js';
 import { startScheduler } from '../../scheduler/index.js';
 import { nextSlot } from '../../scheduler/slots.js';
-import { installShutdown } from '../../shutdown.js';
+import { installShutdown } from '../../worker/shutdown.js';
 import { table } from '../format.js';
 import { printJson, type Runtime } from '../runtime.js';
 

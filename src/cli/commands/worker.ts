@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { requireDatabases } from '../../config.js';
-import { installShutdown } from '../../shutdown.js';
+import { installShutdown } from '../../worker/shutdown.js';
 import { startWorker } from '../../worker/index.js';
 import type { Runtime } from '../runtime.js';
 
