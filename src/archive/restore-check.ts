@@ -5,8 +5,8 @@ import { createGunzip } from 'node:zlib';
 import { ChecksumMismatchError, CorruptArchiveError } from '../errors.js';
 import type { Manifest } from '../catalog/manifest.js';
 import type { Storage } from '../storage/index.js';
-import { DUMP_COMPLETE, EndGate } from '../jobs/sql.js';
-import { DigestStream } from '../jobs/streams.js';
+import { DUMP_COMPLETE, EndGate } from './gates.js';
+import { DigestStream } from './digest.js';
 
 /** Errors the moment more bytes pass than the manifest says the archive has, instead of at the end. */
 export class SizeLimit extends Transform {

@@ -20,8 +20,9 @@ import type { ObjectWriter, Storage } from '../storage/index.js';
 import { backupKeys, newBackupId } from '../catalog/layout.js';
 import { throttle, type JobContext, type JobDeps } from './context.js';
 import { createGzipStream } from '../archive/gzip.js';
-import { DUMP_COMPLETE, Tail } from './sql.js';
-import { CopyRowCounter, DigestStream } from './streams.js';
+import { DUMP_COMPLETE, Tail } from '../archive/gates.js';
+import { CopyRowCounter } from '../archive/copy-rows.js';
+import { DigestStream } from '../archive/digest.js';
 
 export interface BackupInput {
   /** Database to back up; default: POSTGRES_DB. */

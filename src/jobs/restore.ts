@@ -52,8 +52,9 @@ import type { Storage } from '../storage/index.js';
 import { conninfoDbname } from './backup.js';
 import { throttle, type JobContext, type JobDeps } from './context.js';
 import { checkStoredSize, SizeLimit, verifyArchive } from '../archive/restore-check.js';
-import { DUMP_COMPLETE, EndGate, SqlGuard } from './sql.js';
-import { DigestStream } from './streams.js';
+import { DUMP_COMPLETE, EndGate } from '../archive/gates.js';
+import { SqlGuard } from '../archive/sql-filter.js';
+import { DigestStream } from '../archive/digest.js';
 
 export interface RestoreInput {
   /** Database whose backups to look in; default: POSTGRES_DB. Its connection settings are used for the target. */

@@ -6,8 +6,8 @@ import { CorruptArchiveError, errorMessage } from '../errors.js';
 import { archiveMismatch, findBackup, manifestTrust } from '../catalog/manifest.js';
 import { throttle, type JobContext, type JobDeps } from './context.js';
 import { asCorruptArchive } from './restore.js';
-import { DUMP_COMPLETE, EndGate } from './sql.js';
-import { DigestStream } from './streams.js';
+import { DUMP_COMPLETE, EndGate } from '../archive/gates.js';
+import { DigestStream } from '../archive/digest.js';
 
 export interface VerifyInput {
   readonly database?: string;

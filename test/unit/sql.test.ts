@@ -2,7 +2,7 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, expect, it } from 'vitest';
 import { UnsafeArchiveError } from '../../src/errors.js';
-import { isOwnershipStatement, SqlGuard } from '../../src/jobs/sql.js';
+import { isOwnershipStatement, SqlGuard } from '../../src/archive/sql-filter.js';
 
 interface Outcome {
   out?: string;

@@ -3,7 +3,8 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, expect, it } from 'vitest';
 import { conninfoDbname } from '../../src/jobs/backup.js';
-import { CopyRowCounter, DigestStream, parseCopyTarget } from '../../src/jobs/streams.js';
+import { CopyRowCounter, parseCopyTarget } from '../../src/archive/copy-rows.js';
+import { DigestStream } from '../../src/archive/digest.js';
 import { parseToolVersion } from '../../src/postgres/tools.js';
 import { MIN_PART_SIZE, partSizeFor, queueSizeFor } from '../../src/storage/s3.js';
 
