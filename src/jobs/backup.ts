@@ -14,6 +14,7 @@ import {
 } from '../catalog/manifest.js';
 import { describeExit, spawnChild, type Child } from '../postgres/child.js';
 import { childEnv, connectionArgs } from '../postgres/connection.js';
+import { conninfoDbname } from '../postgres/psql.js';
 import { inspectDatabase } from '../postgres/server.js';
 import { findTool, restrictSince } from '../postgres/tools.js';
 import type { ObjectWriter, Storage } from '../storage/index.js';
@@ -44,14 +45,6 @@ export interface BackupResult {
   readonly durationMs: number;
   readonly tables: number;
   readonly rows: number;
-}
-
-/**
- * Quotes a value for a libpq connection string. pg_dump treats a --dbname containing '=' as a connection
- * string, so the name always goes in as `dbname='...'` and any database name is taken literally.
- */
-export function conninfoDbname(name: string): string {
-  return `dbname='${name.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
 }
 
 /**

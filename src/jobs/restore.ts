@@ -35,7 +35,7 @@ import {
   withAdminDb,
 } from '../postgres/admin.js';
 import { describeExit, spawnChild, type Child } from '../postgres/child.js';
-import { PsqlSink } from '../postgres/psql.js';
+import { conninfoDbname, PsqlSink } from '../postgres/psql.js';
 import { childEnv, connectionArgs, type QueryOptions } from '../postgres/connection.js';
 import {
   claimStaging,
@@ -49,7 +49,6 @@ import { describeConnectError } from '../postgres/server.js';
 import { findTool, serverMajor } from '../postgres/tools.js';
 import { parseKey } from '../catalog/layout.js';
 import type { Storage } from '../storage/index.js';
-import { conninfoDbname } from './backup.js';
 import { throttle, type JobContext, type JobDeps } from './context.js';
 import { checkStoredSize, SizeLimit, verifyArchive } from '../archive/restore-check.js';
 import { DUMP_COMPLETE, EndGate } from '../archive/gates.js';

@@ -81,3 +81,11 @@ export class PsqlSink extends Writable {
     callback(error);
   }
 }
+
+/**
+ * Quotes a value for a libpq connection string. pg_dump treats a --dbname containing '=' as a connection
+ * string, so the name always goes in as `dbname='...'` and any database name is taken literally.
+ */
+export function conninfoDbname(name: string): string {
+  return `dbname='${name.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+}

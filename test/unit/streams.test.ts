@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, expect, it } from 'vitest';
-import { conninfoDbname } from '../../src/jobs/backup.js';
+import { conninfoDbname } from '../../src/postgres/psql.js';
 import { CopyRowCounter, parseCopyTarget } from '../../src/archive/copy-rows.js';
 import { DigestStream } from '../../src/archive/digest.js';
 import { parseToolVersion } from '../../src/postgres/tools.js';
