@@ -105,6 +105,21 @@ export function isRecoverable(err: unknown): boolean {
   return !(err instanceof PgshelfError) || err.recoverable;
 }
 
+/** A restore drill found the restored data different from what the backup recorded. */
+export class DrillFailedError extends PgshelfError {
+  override readonly recoverable = false;
+}
+
+/** Thrown to end a command with an exit code after its message has been printed. */
+export class CommandFailed extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: number,
+  ) {
+    super(message);
+  }
+}
+
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }

@@ -2,7 +2,7 @@
 import { Transform, Writable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
-import { ChecksumMismatchError, CorruptArchiveError } from '../errors.js';
+import { ChecksumMismatchError, CorruptArchiveError, errorMessage } from '../errors.js';
 import type { Manifest } from '../catalog/manifest.js';
 import type { Storage } from '../storage/index.js';
 import { DUMP_COMPLETE, EndGate } from './gates.js';
@@ -91,4 +91,13 @@ export async function verifyArchive(
     );
   }
   return sql.bytes;
+}
+
+/** zlib's errors (Z_DATA_ERROR, Z_BUF_ERROR for a truncated file) mean a damaged archive. */
+export function asCorruptArchive(err: unknown): CorruptArchiveError | undefined {
+  if (!(err as { code?: string }).code?.startsWith('Z_')) return undefined;
+  return new CorruptArchiveError(
+    `the archive cannot be decompressed (${errorMessage(err)}): it is truncated or damaged; use another backup`,
+    { cause: err },
+  );
 }

@@ -6,13 +6,13 @@
 import { Command, CommanderError } from 'commander';
 import { createRequire } from 'node:module';
 import { SETTINGS } from '../config.js';
-import { ConfigError, PgshelfError, errorMessage } from '../errors.js';
+import { CommandFailed, ConfigError, PgshelfError, errorMessage } from '../errors.js';
 import { registerBackup } from './commands/backup.js';
 import { registerList } from './commands/list.js';
 import { registerDrill, registerRestore, registerVerify } from './commands/restore.js';
 import { registerPrune, registerScheduler } from './commands/schedule.js';
 import { registerWorker } from './commands/worker.js';
-import { CommandFailed, printJsonError, Runtime } from './runtime.js';
+import { printJsonError, Runtime } from './runtime.js';
 
 const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
 

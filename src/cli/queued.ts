@@ -1,19 +1,9 @@
 /** The queue side of a command: put the job on its queue and wait for a worker, showing what happens to it. */
 import { Job, type Queue, type QueueEvents } from 'bullmq';
-import { errorMessage } from '../errors.js';
+import { CommandFailed, errorMessage } from '../errors.js';
 import type { Progress } from '../jobs/context.js';
 import type { JobKind } from '../queues.js';
 import type { ProgressLine } from './progress.js';
-
-/** Thrown to end a command with an exit code after its message has been printed. */
-export class CommandFailed extends Error {
-  constructor(
-    message: string,
-    readonly exitCode: number,
-  ) {
-    super(message);
-  }
-}
 
 /** States in which no worker has taken the job yet, so removing it means it never runs. */
 const NOT_STARTED = new Set(['waiting', 'delayed', 'prioritized', 'waiting-children']);

@@ -1,5 +1,5 @@
 import { loadConfig, resolveTarget, storageIdentity, type Config } from '../config.js';
-import { AbortedError, BackupRunningError, ConfigError, errorMessage } from '../errors.js';
+import { AbortedError, BackupRunningError, CommandFailed, ConfigError, errorMessage } from '../errors.js';
 import { createJobs } from '../jobs/index.js';
 import { createLogger, type Logger } from '../logger.js';
 import { checkRedis, createQueue, createQueueEvents, redisConnection, type JobKind } from '../queues.js';
@@ -7,7 +7,7 @@ import { createStorage, type Storage } from '../storage/index.js';
 import { maskUrl } from '../url.js';
 import { BackupGuards, takeAdvisoryBackupLock } from '../worker/locks.js';
 import { ProgressLine } from './progress.js';
-import { CommandFailed, waitForJob } from './queued.js';
+import { waitForJob } from './queued.js';
 
 export interface SubmitOptions {
   readonly inProcess?: boolean;
@@ -17,8 +17,6 @@ export interface SubmitOptions {
   readonly priority?: number;
   readonly jobId?: string;
 }
-
-export { CommandFailed } from './queued.js';
 
 export class Runtime {
   private storageInstance: Storage | undefined;

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { resolveTarget } from '../config.js';
-import { PgshelfError, errorMessage } from '../errors.js';
+import { DrillFailedError, errorMessage } from '../errors.js';
 import {
   findBackup,
   manifestTrust,
@@ -35,11 +35,6 @@ export interface DrillResult {
   readonly rows: number;
   readonly mismatches: readonly TableMismatch[];
   readonly scratchDatabase: string;
-}
-
-/** A restore drill found the restored data different from what the backup recorded. */
-export class DrillFailedError extends PgshelfError {
-  override readonly recoverable = false;
 }
 
 /** Table names as pg_dump prints them in COPY lines: identifiers, plain or double-quoted, joined by dots. */

@@ -50,7 +50,7 @@ import { findTool, serverMajor } from '../postgres/tools.js';
 import { parseKey } from '../catalog/layout.js';
 import type { Storage } from '../storage/index.js';
 import { throttle, type JobContext, type JobDeps } from './context.js';
-import { checkStoredSize, SizeLimit, verifyArchive } from '../archive/restore-check.js';
+import { asCorruptArchive, checkStoredSize, SizeLimit, verifyArchive } from '../archive/restore-check.js';
 import { DUMP_COMPLETE, EndGate } from '../archive/gates.js';
 import { SqlGuard } from '../archive/sql-filter.js';
 import { DigestStream } from '../archive/digest.js';
@@ -481,14 +481,5 @@ function targetExists(into: string, owner: string, why = ''): TargetExistsError 
   return new TargetExistsError(
     `database "${into}" already exists (owner ${owner})${why}: pgshelf restores only into a new database and ` +
       'never overwrites one. Choose another --into, or drop it yourself first',
-  );
-}
-
-/** zlib's errors (Z_DATA_ERROR, Z_BUF_ERROR for a truncated file) mean a damaged archive. */
-export function asCorruptArchive(err: unknown): CorruptArchiveError | undefined {
-  if (!(err as { code?: string }).code?.startsWith('Z_')) return undefined;
-  return new CorruptArchiveError(
-    `the archive cannot be decompressed (${errorMessage(err)}): it is truncated or damaged; use another backup`,
-    { cause: err },
   );
 }

@@ -5,7 +5,7 @@ import { resolveTarget } from '../config.js';
 import { CorruptArchiveError, errorMessage } from '../errors.js';
 import { archiveMismatch, findBackup, manifestTrust } from '../catalog/manifest.js';
 import { throttle, type JobContext, type JobDeps } from './context.js';
-import { asCorruptArchive } from './restore.js';
+import { asCorruptArchive } from '../archive/restore-check.js';
 import { DUMP_COMPLETE, EndGate } from '../archive/gates.js';
 import { DigestStream } from '../archive/digest.js';
 

@@ -10,13 +10,14 @@ import {
   BackupNotFoundError,
   ChecksumMismatchError,
   CorruptArchiveError,
+  DrillFailedError,
   RestoreFailedError,
   TargetExistsError,
   VersionMismatchError,
 } from '../../src/errors.js';
 import { createBackupJob, type BackupResult } from '../../src/jobs/backup.js';
 import type { JobContext, Progress } from '../../src/jobs/context.js';
-import { createDrillJob, DrillFailedError } from '../../src/jobs/drill.js';
+import { createDrillJob } from '../../src/jobs/drill.js';
 import { createRestoreJob } from '../../src/jobs/restore.js';
 import { createVerifyJob } from '../../src/jobs/verify.js';
 import { silentLogger } from '../../src/logger.js';
