@@ -24,7 +24,7 @@ import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node, type YAM
 import { checkSsl } from './config-pg.js';
 import type { DatabaseTarget, Env, PgSettings, Retention } from './config.js';
 import { ConfigError } from './errors.js';
-import { validateCron } from './scheduler/slots.js';
+import { validateCron } from './cron.js';
 
 const CONNECTION_KEYS = [
   'host',

@@ -9,7 +9,7 @@ import { parseConfigFile } from './config-file.js';
 import { childBaseEnv, parseSsl, type SslSettings } from './config-pg.js';
 import { ConfigError } from './errors.js';
 import { maskUrl } from './url.js';
-import { validateCron } from './scheduler/slots.js';
+import { validateCron, validateTimezone } from './cron.js';
 
 export type Env = Readonly<Record<string, string | undefined>>;
 
@@ -440,17 +440,6 @@ export function parseRetention(env: Env): Retention {
     yearly: parseInteger(env, 'PGSHELF_KEEP_YEARLY', 0, 0, 100_000, '5'),
     minKeep: parseInteger(env, 'PGSHELF_MIN_KEEP', 3, 1, 100_000),
   });
-}
-
-export function validateTimezone(tz: string, where: string, example = 'Europe/Paris'): string {
-  try {
-    new Intl.DateTimeFormat('en-US', { timeZone: tz });
-  } catch {
-    throw new ConfigError(
-      `${where}=${JSON.stringify(tz)} is not a known IANA time zone, e.g. ${where}=${example}`,
-    );
-  }
-  return tz;
 }
 
 export interface LoadOptions {

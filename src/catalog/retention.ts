@@ -6,7 +6,7 @@
  * A pure function: the prune job feeds it a listing and deletes what it says.
  */
 import type { Retention } from '../config.js';
-import { localMs } from '../scheduler/slots.js';
+import { localMs } from '../cron.js';
 
 export interface RetentionCandidate {
   readonly id: string;

@@ -13,7 +13,8 @@ import type { Config, DatabaseTarget } from '../config.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { createQueue, lastSlotJobsKey, RedisHealth, slotClaimKey, type JobKind } from '../queues.js';
-import { localMs, previousSlot, slotAfter, type LocalSlot } from './slots.js';
+import { localMs } from '../cron.js';
+import { previousSlot, slotAfter, type LocalSlot } from './slots.js';
 
 /** Longest single wait: timers are re-armed at least hourly, so clock changes and sleeps are noticed. */
 const MAX_WAIT_MS = 3_600_000;

@@ -1,13 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/errors.js';
-import {
-  instantOf,
-  localMs,
-  nextSlot,
-  previousSlot,
-  slotsBetween,
-  validateCron,
-} from '../../src/scheduler/slots.js';
+import { instantOf, localMs, validateCron } from '../../src/cron.js';
+import { nextSlot, previousSlot, slotsBetween } from '../../src/scheduler/slots.js';
 
 const between = (expr: string, tz: string, from: string, to: string): string[] =>
   slotsBetween(expr, tz, new Date(from), new Date(to)).map((s) => `${s.local} ${s.at.toISOString()}`);
