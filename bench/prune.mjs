@@ -3,7 +3,7 @@
 // (moto_server when installed, else s3rver), pruned with the default policy. Reports wall time and the
 // list/get/delete requests it made.
 //   node --openssl-legacy-provider bench/prune.mjs [--backups 10000]
-import { loadConfig } from '../dist/config.js';
+import { loadConfig } from '../dist/config/index.js';
 import { createPruneJob } from '../dist/jobs/prune.js';
 import { silentLogger } from '../dist/logger.js';
 import { createStorage } from '../dist/storage/index.js';

@@ -8,7 +8,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Queue } from 'bullmq';
-import { loadConfig } from '../dist/config.js';
+import { loadConfig } from '../dist/config/index.js';
 import { silentLogger } from '../dist/logger.js';
 import { groupSchedules, startScheduler } from '../dist/scheduler/index.js';
 import { nextSlot } from '../dist/scheduler/slots.js';

@@ -5,7 +5,7 @@
  * than `minKeep` remain, and nothing is deleted while the latest backup attempt is a failure.
  * A pure function: the prune job feeds it a listing and deletes what it says.
  */
-import type { Retention } from '../config.js';
+import type { Retention } from '../config/index.js';
 import { localMs } from '../cron.js';
 
 export interface RetentionCandidate {

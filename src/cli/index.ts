@@ -5,7 +5,7 @@
 // cost in speed (npm run bench). Anyone starting `node dist/cli/index.js` directly should pass the same flag.
 import { Command, CommanderError } from 'commander';
 import { createRequire } from 'node:module';
-import { SETTINGS } from '../config.js';
+import { SETTINGS } from '../config/index.js';
 import { CommandFailed, ConfigError, PgshelfError, errorMessage } from '../errors.js';
 import { registerBackup } from './commands/backup.js';
 import { registerList } from './commands/list.js';

@@ -1,4 +1,4 @@
-import { loadConfig, resolveTarget, storageIdentity, type Config } from '../config.js';
+import { loadConfig, resolveTarget, storageIdentity, type Config } from '../config/index.js';
 import { AbortedError, BackupRunningError, CommandFailed, ConfigError, errorMessage } from '../errors.js';
 import { createJobs } from '../jobs/index.js';
 import { createLogger, type Logger } from '../logger.js';

@@ -1,7 +1,7 @@
 import { statfs } from 'node:fs/promises';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { resolveTarget } from '../config.js';
+import { resolveTarget } from '../config/index.js';
 import { AbortedError, DumpFailedError, PgshelfError, StorageError, errorMessage } from '../errors.js';
 import { garbageNudger } from '../archive/memory.js';
 import { writeAttempt } from '../catalog/markers.js';

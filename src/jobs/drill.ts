@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { resolveTarget } from '../config.js';
+import { resolveTarget } from '../config/index.js';
 import { DrillFailedError, errorMessage } from '../errors.js';
 import {
   findBackup,

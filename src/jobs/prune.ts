@@ -1,5 +1,5 @@
 import { mapLimit } from '../concurrency.js';
-import { resolveTarget } from '../config.js';
+import { resolveTarget } from '../config/index.js';
 import { StorageError, errorMessage } from '../errors.js';
 import { manifestTrust, readManifest, scanBackups, type StoredBackup } from '../catalog/manifest.js';
 import { readAttemptMarker, readVerifiedMarker } from '../catalog/markers.js';

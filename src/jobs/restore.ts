@@ -4,7 +4,7 @@ import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import type { Readable, Transform } from 'node:stream';
-import { resolveTarget, type PgSettings } from '../config.js';
+import { resolveTarget, type PgSettings } from '../config/index.js';
 import {
   AbortedError,
   BackupNotFoundError,

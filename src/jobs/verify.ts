@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
-import { resolveTarget } from '../config.js';
+import { resolveTarget } from '../config/index.js';
 import { CorruptArchiveError, errorMessage } from '../errors.js';
 import { archiveMismatch, findBackup, manifestTrust } from '../catalog/manifest.js';
 import { throttle, type JobContext, type JobDeps } from './context.js';

@@ -1,6 +1,6 @@
 /** Database-level operations for restores, run as POSTGRES_ADMIN_USER on the maintenance database. */
 import pg from 'pg';
-import type { PgSettings } from '../config.js';
+import type { PgSettings } from '../config/index.js';
 import { Db, quoteIdent, type QueryOptions } from './connection.js';
 
 /** Connects as the admin role to `postgres`, or to `template1` where there is no `postgres` database. */

@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import pg from 'pg';
-import type { Env, PgSettings } from '../config.js';
-import { childBaseEnv } from '../config-pg.js';
+import type { Env, PgSettings } from '../config/index.js';
+import { childBaseEnv } from '../config/postgres.js';
 import { ConfigError } from '../errors.js';
 import type { Logger } from '../logger.js';
 

@@ -1,5 +1,5 @@
 /** SQL that keeps concurrent restores apart: advisory locks per target name and per staging database. */
-import type { PgSettings } from '../config.js';
+import type { PgSettings } from '../config/index.js';
 import { withAdminDb } from './admin.js';
 import { quoteIdent, type Db, type QueryOptions } from './connection.js';
 

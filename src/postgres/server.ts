@@ -1,5 +1,5 @@
 import { ConfigError, DatabaseNotFoundError, PgshelfError } from '../errors.js';
-import type { PgSettings } from '../config.js';
+import type { PgSettings } from '../config/index.js';
 import type { Logger } from '../logger.js';
 import { withDb, type QueryOptions } from './connection.js';
 import { serverMajor } from './tools.js';

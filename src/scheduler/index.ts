@@ -9,7 +9,7 @@
  */
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import type { Config, DatabaseTarget } from '../config.js';
+import type { Config, DatabaseTarget } from '../config/index.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { createQueue, lastSlotJobsKey, RedisHealth, slotClaimKey, type JobKind } from '../queues.js';

@@ -1,4 +1,4 @@
-import type { StorageSettings } from '../config.js';
+import type { StorageSettings } from '../config/index.js';
 import { FsStorage } from './fs.js';
 import { S3Storage } from './s3.js';
 import type { Storage } from './storage.js';

@@ -1,6 +1,6 @@
 import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
 import { PassThrough, Readable } from 'node:stream';
-import type { S3Credentials } from '../config.js';
+import type { S3Credentials } from '../config/index.js';
 import { StorageError, StorageRefusedError, errorMessage } from '../errors.js';
 import {
   newRequestCounts,

@@ -1,5 +1,5 @@
 import { DelayedError, UnrecoverableError, Worker, type Job } from 'bullmq';
-import { resolveTarget, storageIdentity, type Config } from '../config.js';
+import { resolveTarget, storageIdentity, type Config } from '../config/index.js';
 import { ConfigError, errorMessage, isRecoverable } from '../errors.js';
 import { createJobs } from '../jobs/index.js';
 import type { Logger } from '../logger.js';

@@ -4,7 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { Redis, type RedisOptions } from 'ioredis';
-import type { PgSettings } from '../config.js';
+import type { PgSettings } from '../config/index.js';
 import { Db } from '../postgres/connection.js';
 
 // KEYS[1] database lock, KEYS[2] host semaphore (sorted set: token -> expiry, in Redis' own clock).

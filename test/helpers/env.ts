@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { inject } from 'vitest';
-import { loadConfig, type Config, type Env } from '../../src/config.js';
+import { loadConfig, type Config, type Env } from '../../src/config/index.js';
 import { PG_HOST, PG_PORT, PG_USER } from './pg.js';
 
 export async function tempDir(prefix = 'pgshelf-test-'): Promise<string> {

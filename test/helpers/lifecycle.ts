@@ -3,7 +3,7 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { rm } from 'node:fs/promises';
 import { afterEach } from 'vitest';
-import type { Env } from '../../src/config.js';
+import type { Env } from '../../src/config/index.js';
 import { JOB_KINDS } from '../../src/queues.js';
 import { startCli, type RunningCli } from './cli.js';
 import { pgEnv, tempDir, uniquePrefix } from './env.js';

@@ -14,7 +14,7 @@ import { createBackupJob } from '../../src/jobs/backup.js';
 import type { JobContext } from '../../src/jobs/context.js';
 import { silentLogger } from '../../src/logger.js';
 import { createStorage } from '../../src/storage/index.js';
-import type { Config, Env } from '../../src/config.js';
+import type { Config, Env } from '../../src/config/index.js';
 import { pgEnv, s3Env, tempDir, testConfig } from '../helpers/env.js';
 import {
   createDatabase,

@@ -2,7 +2,7 @@
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { Env } from '../../src/config.js';
+import type { Env } from '../../src/config/index.js';
 import { runCli } from '../helpers/cli.js';
 import { pgEnv, tempDir } from '../helpers/env.js';
 import { useCleanup } from '../helpers/lifecycle.js';

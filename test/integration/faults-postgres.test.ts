@@ -6,7 +6,7 @@
 import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { Env } from '../../src/config.js';
+import type { Env } from '../../src/config/index.js';
 import { runCli, waitFor } from '../helpers/cli.js';
 import { tempDir, uniquePrefix } from '../helpers/env.js';
 import { settled, sha256File, storedFiles, TABLE_DIGEST_SQL } from '../helpers/faults.js';

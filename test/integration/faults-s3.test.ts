@@ -24,7 +24,7 @@ import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { describe, expect, inject, it } from 'vitest';
-import type { Env } from '../../src/config.js';
+import type { Env } from '../../src/config/index.js';
 import type { JobContext } from '../../src/jobs/context.js';
 import { createPruneJob } from '../../src/jobs/prune.js';
 import { silentLogger } from '../../src/logger.js';

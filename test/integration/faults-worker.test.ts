@@ -13,7 +13,7 @@ import { Queue } from 'bullmq';
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { describe, expect, inject, it } from 'vitest';
-import type { Env } from '../../src/config.js';
+import type { Env } from '../../src/config/index.js';
 import type { JobContext } from '../../src/jobs/context.js';
 import { createPruneJob } from '../../src/jobs/prune.js';
 import { silentLogger } from '../../src/logger.js';

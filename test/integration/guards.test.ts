@@ -1,7 +1,7 @@
 import { readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { Env } from '../../src/config.js';
+import type { Env } from '../../src/config/index.js';
 import { waitFor } from '../helpers/cli.js';
 import { daemon, useCleanup, workerFixture } from '../helpers/lifecycle.js';
 import {

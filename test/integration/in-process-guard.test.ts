@@ -4,7 +4,7 @@
  */
 import { readdir } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
-import type { Env } from '../../src/config.js';
+import type { Env } from '../../src/config/index.js';
 import { runCli, startCli, waitFor } from '../helpers/cli.js';
 import { useCleanup, workerFixture } from '../helpers/lifecycle.js';
 import { dumpIsWaiting, lockTable } from '../helpers/pg.js';

@@ -5,7 +5,7 @@
  */
 import { readdir } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
-import type { Env } from '../../src/config.js';
+import type { Env } from '../../src/config/index.js';
 import { startCli, waitFor, type CliResult, type RunningCli } from '../helpers/cli.js';
 import { daemon, useCleanup, workerFixture } from '../helpers/lifecycle.js';
 import { dumpIsWaiting, lockTable, withClient } from '../helpers/pg.js';

@@ -5,7 +5,7 @@ import { pgEnv, testConfig } from '../helpers/env.js';
 import { createDatabase, dropDatabase, uniqueName, withClient } from '../helpers/pg.js';
 import { commentOnDatabase, databaseInfo } from '../../src/postgres/admin.js';
 import { Db } from '../../src/postgres/connection.js';
-import { resolveTarget } from '../../src/config.js';
+import { resolveTarget } from '../../src/config/index.js';
 import { createLogger } from '../../src/logger.js';
 import { inspectDatabase } from '../../src/postgres/server.js';
 import { Writable } from 'node:stream';

@@ -2,7 +2,7 @@ import { rm, writeFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import type { Env } from '../../src/config.js';
+import type { Env } from '../../src/config/index.js';
 import { createBackupJob } from '../../src/jobs/backup.js';
 import type { JobContext } from '../../src/jobs/context.js';
 import { createPruneJob } from '../../src/jobs/prune.js';

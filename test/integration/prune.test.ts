@@ -6,7 +6,7 @@ import {
 import { rm } from 'node:fs/promises';
 import { describe, expect, inject, it } from 'vitest';
 import { useCleanup } from '../helpers/lifecycle.js';
-import type { Env } from '../../src/config.js';
+import type { Env } from '../../src/config/index.js';
 import type { JobContext } from '../../src/jobs/context.js';
 import { createPruneJob } from '../../src/jobs/prune.js';
 import { silentLogger } from '../../src/logger.js';

@@ -5,7 +5,7 @@
 import { Queue } from 'bullmq';
 import { readdir, rm } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
-import type { Env } from '../../src/config.js';
+import type { Env } from '../../src/config/index.js';
 import { runCli, waitFor } from '../helpers/cli.js';
 import { tempDir } from '../helpers/env.js';
 import { daemon, redis, useCleanup, workerFixture } from '../helpers/lifecycle.js';

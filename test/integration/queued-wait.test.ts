@@ -2,7 +2,7 @@
 import { Queue } from 'bullmq';
 import { readdir } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
-import type { Env } from '../../src/config.js';
+import type { Env } from '../../src/config/index.js';
 import { startCli, runCli, waitFor } from '../helpers/cli.js';
 import { s3Env } from '../helpers/env.js';
 import { daemon, redis, useCleanup, workerFixture } from '../helpers/lifecycle.js';

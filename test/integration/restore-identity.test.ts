@@ -2,7 +2,7 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import type { Env } from '../../src/config.js';
+import type { Env } from '../../src/config/index.js';
 import { RestoreFailedError, TargetExistsError } from '../../src/errors.js';
 import { createBackupJob } from '../../src/jobs/backup.js';
 import type { JobContext } from '../../src/jobs/context.js';

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import type { Env } from '../../src/config.js';
+import type { Env } from '../../src/config/index.js';
 import { RestoreFailedError } from '../../src/errors.js';
 import { createBackupJob } from '../../src/jobs/backup.js';
 import type { JobContext } from '../../src/jobs/context.js';

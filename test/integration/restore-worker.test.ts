@@ -2,7 +2,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import type { Env } from '../../src/config.js';
+import type { Env } from '../../src/config/index.js';
 import { runCli, startCli, waitFor } from '../helpers/cli.js';
 import { daemon, useCleanup, workerFixture } from '../helpers/lifecycle.js';
 import {

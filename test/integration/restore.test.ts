@@ -5,7 +5,7 @@ import { promisify } from 'node:util';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { useCleanup } from '../helpers/lifecycle.js';
-import type { Env } from '../../src/config.js';
+import type { Env } from '../../src/config/index.js';
 import {
   BackupNotFoundError,
   ChecksumMismatchError,

@@ -2,7 +2,7 @@ import { Worker, type Job, type Queue } from 'bullmq';
 import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { Env } from '../../src/config.js';
+import type { Env } from '../../src/config/index.js';
 import { waitFor } from '../helpers/cli.js';
 import { pgEnv, tempDir, uniquePrefix } from '../helpers/env.js';
 import { daemon, queues, redis, useCleanup } from '../helpers/lifecycle.js';

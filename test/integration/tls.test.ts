@@ -5,7 +5,7 @@
 import { rm } from 'node:fs/promises';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Env } from '../../src/config.js';
+import type { Env } from '../../src/config/index.js';
 import { ConfigError } from '../../src/errors.js';
 import { Db } from '../../src/postgres/connection.js';
 import { inspectDatabase } from '../../src/postgres/server.js';

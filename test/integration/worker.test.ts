@@ -1,7 +1,7 @@
 import { Queue } from 'bullmq';
 import { readdir, readFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
-import type { Env } from '../../src/config.js';
+import type { Env } from '../../src/config/index.js';
 import { runCli, startCli, waitFor } from '../helpers/cli.js';
 import { daemon, useCleanup, workerFixture } from '../helpers/lifecycle.js';
 import { dumpIsWaiting, lockTable } from '../helpers/pg.js';

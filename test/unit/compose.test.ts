@@ -2,7 +2,7 @@
 import { readFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { SETTINGS } from '../../src/config.js';
+import { SETTINGS } from '../../src/config/index.js';
 
 interface Service {
   image?: string;

@@ -2,7 +2,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadConfig, resolveTarget } from '../../src/config.js';
+import { loadConfig, resolveTarget } from '../../src/config/index.js';
 import { describeConnectError } from '../../src/postgres/server.js';
 
 async function withFile(yaml: string, env: Record<string, string> = {}) {

@@ -2,8 +2,8 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadConfig, type PgSettings } from '../../src/config.js';
-import { childBaseEnv } from '../../src/config-pg.js';
+import { loadConfig, type PgSettings } from '../../src/config/index.js';
+import { childBaseEnv } from '../../src/config/postgres.js';
 import { ConfigError } from '../../src/errors.js';
 import { childEnv, sslConfig } from '../../src/postgres/connection.js';
 

@@ -7,7 +7,7 @@ import {
   resolveTarget,
   SETTINGS,
   storageIdentity,
-} from '../../src/config.js';
+} from '../../src/config/index.js';
 import { ConfigError } from '../../src/errors.js';
 
 const base = { POSTGRES_DB: 'fractal_db' };

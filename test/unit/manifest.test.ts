@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config.js';
+import { loadConfig } from '../../src/config/index.js';
 import { ConfigError, ManifestInvalidError, ManifestSignatureError } from '../../src/errors.js';
 import { createLogger } from '../../src/logger.js';
 import {

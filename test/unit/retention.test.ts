@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { Retention } from '../../src/config.js';
+import type { Retention } from '../../src/config/index.js';
 import { bucketOf, isoWeek, selectRetention, type RetentionCandidate } from '../../src/catalog/retention.js';
 
 const none: Retention = { keepLast: 0, daily: 0, weekly: 0, monthly: 0, yearly: 0, minKeep: 1 };

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import os from 'node:os';
-import { resolveTarget } from '../../config.js';
+import { resolveTarget } from '../../config/index.js';
 import type { BackupResult } from '../../jobs/backup.js';
 import { formatBytes, formatDuration, shellQuote } from '../format.js';
 import { printJson, type Runtime } from '../runtime.js';

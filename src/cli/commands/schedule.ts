@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { requireDatabases } from '../../config.js';
+import { requireDatabases } from '../../config/index.js';
 import type { PruneResult } from '../../jobs/prune.js';
 import { startScheduler } from '../../scheduler/index.js';
 import { nextSlot } from '../../scheduler/slots.js';

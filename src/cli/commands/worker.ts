@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { requireDatabases } from '../../config.js';
+import { requireDatabases } from '../../config/index.js';
 import { installShutdown } from '../../worker/shutdown.js';
 import { startWorker } from '../../worker/index.js';
 import type { Runtime } from '../runtime.js';

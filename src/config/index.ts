@@ -5,11 +5,11 @@
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseConfigFile } from './config-file.js';
-import { childBaseEnv, parseSsl, type SslSettings } from './config-pg.js';
-import { ConfigError } from './errors.js';
-import { maskUrl } from './url.js';
-import { validateCron, validateTimezone } from './cron.js';
+import { parseConfigFile } from './file.js';
+import { childBaseEnv, parseSsl, type SslSettings } from './postgres.js';
+import { ConfigError } from '../errors.js';
+import { maskUrl } from '../url.js';
+import { validateCron, validateTimezone } from '../cron.js';
 
 export type Env = Readonly<Record<string, string | undefined>>;
 

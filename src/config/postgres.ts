@@ -4,8 +4,8 @@
  */
 import { accessSync, constants, statSync } from 'node:fs';
 import path from 'node:path';
-import type { Env } from './config.js';
-import { ConfigError } from './errors.js';
+import type { Env } from './index.js';
+import { ConfigError } from '../errors.js';
 
 export const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'] as const;
 export type SslMode = (typeof SSL_MODES)[number];

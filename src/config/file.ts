@@ -21,10 +21,10 @@
  */
 import path from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node, type YAMLMap } from 'yaml';
-import { checkSsl } from './config-pg.js';
-import type { DatabaseTarget, Env, PgSettings, Retention } from './config.js';
-import { ConfigError } from './errors.js';
-import { validateCron } from './cron.js';
+import { checkSsl } from './postgres.js';
+import type { DatabaseTarget, Env, PgSettings, Retention } from './index.js';
+import { ConfigError } from '../errors.js';
+import { validateCron } from '../cron.js';
 
 const CONNECTION_KEYS = [
   'host',
