@@ -22,7 +22,7 @@
 import path from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node, type YAMLMap } from 'yaml';
 import { checkSsl } from './postgres.js';
-import type { DatabaseTarget, Env, PgSettings, Retention } from './index.js';
+import type { DatabaseTarget, Env, PgSettings, Retention } from './types.js';
 import { ConfigError } from '../errors.js';
 import { validateCron } from '../cron.js';
 

@@ -4,18 +4,8 @@
  */
 import { accessSync, constants, statSync } from 'node:fs';
 import path from 'node:path';
-import type { Env } from './index.js';
+import { SSL_MODES, type Env, type SslMode, type SslSettings } from './types.js';
 import { ConfigError } from '../errors.js';
-
-export const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'] as const;
-export type SslMode = (typeof SSL_MODES)[number];
-
-export interface SslSettings {
-  /** libpq's sslmode; undefined means libpq's default (prefer). */
-  readonly sslMode: SslMode | undefined;
-  /** Absolute path of the CA certificate(s) the server's certificate must chain to. */
-  readonly sslRootCert: string | undefined;
-}
 
 /**
  * Checks an sslmode and root certificate, from POSTGRES_SSLMODE/POSTGRES_SSLROOTCERT or a YAML entry. `where`
