@@ -8,14 +8,7 @@ import {
   ManifestSignatureError,
 } from '../errors.js';
 import type { Storage } from '../storage/index.js';
-import {
-  ARCHIVE_SUFFIX,
-  ENCRYPTED_SUFFIX,
-  MANIFEST_SUFFIX,
-  databasePrefix,
-  parseKey,
-  type ParsedKey,
-} from './layout.js';
+import { ARCHIVE_SUFFIX, ENCRYPTED_SUFFIX, MANIFEST_SUFFIX, parseKey } from './layout.js';
 
 export const MANIFEST_FORMAT = 'pgshelf-backup';
 export const MANIFEST_VERSION = 1;
@@ -115,19 +108,6 @@ export interface ManifestTrust {
 export const manifestTrust = (config: { readonly manifestKey: string | undefined }): ManifestTrust => ({
   signingKey: config.manifestKey,
 });
-
-/** A backup found in storage: a manifest (committed) or an archive without one (an orphan). */
-export interface StoredBackup {
-  readonly id: string;
-  readonly database: string;
-  /** From the key's name: what the listing says, not yet checked against the manifest. */
-  readonly startedAt: Date;
-  readonly base: string;
-  readonly archiveKey: string | undefined;
-  readonly archiveBytes: number | undefined;
-  readonly archiveModified: Date | undefined;
-  readonly manifestKey: string | undefined;
-}
 
 /** JSON with object keys sorted at every level and no blanks: the bytes a signature covers. */
 export function canonicalJson(value: unknown): string {
@@ -300,93 +280,4 @@ export function archiveMismatch(
     );
   }
   return undefined;
-}
-
-/**
- * Every backup of `database` (or of all databases), newest first by the names' timestamps, from one listing:
- * no object is read. Foreign files in the storage are ignored.
- */
-export async function scanBackups(storage: Storage, database?: string): Promise<StoredBackup[]> {
-  interface Entry {
-    parsed: ParsedKey;
-    archive?: { key: string; size: number; modified: Date };
-    manifestKey?: string;
-  }
-  const map = new Map<string, Entry>();
-  for await (const obj of storage.list(database === undefined ? '' : databasePrefix(database))) {
-    const parsed = parseKey(obj.key);
-    if (!parsed || (database !== undefined && parsed.database !== database)) continue;
-    let entry = map.get(parsed.base);
-    if (!entry) map.set(parsed.base, (entry = { parsed }));
-    if (parsed.kind === 'manifest') entry.manifestKey = obj.key;
-    else entry.archive = { key: obj.key, size: obj.size, modified: obj.lastModified };
-  }
-  const out: StoredBackup[] = [...map.entries()].map(([base, e]) => ({
-    id: e.parsed.id,
-    database: e.parsed.database,
-    startedAt: e.parsed.startedAt,
-    base,
-    archiveKey: e.archive?.key,
-    archiveBytes: e.archive?.size,
-    archiveModified: e.archive?.modified,
-    manifestKey: e.manifestKey,
-  }));
-  return out.sort((a, b) => b.startedAt.getTime() - a.startedAt.getTime() || (a.id < b.id ? 1 : -1));
-}
-
-/**
- * The committed backup `idOrLatest` ('latest', an id, or a base name ending in the id) of `database`, with its
- * checked manifest. Throws BackupNotFoundError naming what exists, and when the archive is missing, naming it
- * and the newest backup that has one: nothing is skipped silently.
- */
-export async function findBackup(
-  storage: Storage,
-  database: string | undefined,
-  idOrLatest: string,
-  trust: ManifestTrust = {},
-): Promise<{ backup: StoredBackup; manifest: Manifest }> {
-  const backups = (await scanBackups(storage, database)).filter((b) => b.manifestKey !== undefined);
-  const where = database === undefined ? storage.url : `${storage.url} for database "${database}"`;
-  let found: StoredBackup | undefined;
-  if (idOrLatest === 'latest') {
-    found = backups[0];
-    if (!found) throw new BackupNotFoundError(`no backups in ${where}: run \`pgshelf backup\` first`);
-  } else {
-    found = backups.find(
-      (b) => b.id === idOrLatest || b.base.endsWith(`/${idOrLatest}`) || b.base.endsWith(`_${idOrLatest}`),
-    );
-    if (!found) {
-      const recent = backups.slice(0, 3).map((b) => b.id);
-      throw new BackupNotFoundError(
-        `backup ${JSON.stringify(idOrLatest)} not found in ${where}` +
-          (recent.length
-            ? `; the newest are ${recent.join(', ')} (see \`pgshelf list\`)`
-            : ': there are no backups'),
-      );
-    }
-  }
-  const other = backups.find((b) => b !== found && b.archiveKey !== undefined);
-  let manifest: Manifest;
-  try {
-    manifest = await readManifest(storage, found.manifestKey!, trust);
-  } catch (err) {
-    // Refused, never skipped: but say which backup the operator can choose instead.
-    if (other && (err instanceof ManifestInvalidError || err instanceof ManifestSignatureError)) {
-      const Refusal = err.constructor as new (message: string, options?: ErrorOptions) => Error;
-      throw new Refusal(`${err.message}. The newest other backup is ${other.id}: use --backup ${other.id}`, {
-        cause: err,
-      });
-    }
-    throw err;
-  }
-  if (found.archiveKey !== manifest.archive.key) {
-    throw new BackupNotFoundError(
-      `backup ${found.id} of "${found.database}" has a manifest but its archive ` +
-        `${storage.locate(manifest.archive.key)} is missing: ` +
-        (other
-          ? `the newest backup with an archive is ${other.id}: use --backup ${other.id}`
-          : 'there is no other backup with an archive'),
-    );
-  }
-  return { backup: found, manifest };
 }

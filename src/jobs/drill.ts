@@ -1,13 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { resolveTarget } from '../config/index.js';
 import { DrillFailedError, errorMessage } from '../errors.js';
-import {
-  findBackup,
-  manifestTrust,
-  readManifest,
-  writeManifest,
-  type DrillRecord,
-} from '../catalog/manifest.js';
+import { findBackup } from '../catalog/backups.js';
+import { manifestTrust, readManifest, writeManifest, type DrillRecord } from '../catalog/manifest.js';
 import { writeVerified } from '../catalog/markers.js';
 import { dropDatabase, withAdminDb } from '../postgres/admin.js';
 import { withDb } from '../postgres/connection.js';

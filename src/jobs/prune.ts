@@ -1,7 +1,8 @@
 import { mapLimit } from '../concurrency.js';
 import { resolveTarget } from '../config/index.js';
 import { StorageError, errorMessage } from '../errors.js';
-import { manifestTrust, readManifest, scanBackups, type StoredBackup } from '../catalog/manifest.js';
+import { scanBackups, type StoredBackup } from '../catalog/backups.js';
+import { manifestTrust, readManifest } from '../catalog/manifest.js';
 import { readAttemptMarker, readVerifiedMarker } from '../catalog/markers.js';
 import { databasePrefix } from '../catalog/layout.js';
 import type { IncompleteUpload, RequestCounts } from '../storage/index.js';

@@ -18,9 +18,9 @@ import {
   VersionMismatchError,
   errorMessage,
 } from '../errors.js';
+import { findBackup } from '../catalog/backups.js';
 import {
   MANIFEST_MAX_BYTES,
-  findBackup,
   manifestTrust,
   parseManifest,
   type Manifest,

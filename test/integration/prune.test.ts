@@ -10,7 +10,7 @@ import type { Env } from '../../src/config/index.js';
 import type { JobContext } from '../../src/jobs/context.js';
 import { createPruneJob } from '../../src/jobs/prune.js';
 import { silentLogger } from '../../src/logger.js';
-import { scanBackups } from '../../src/catalog/manifest.js';
+import { scanBackups } from '../../src/catalog/backups.js';
 import { writeAttempt, writeVerified } from '../../src/catalog/markers.js';
 import { createStorage, type Storage } from '../../src/storage/index.js';
 import { backupKeys } from '../../src/catalog/layout.js';

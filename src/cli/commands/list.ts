@@ -1,72 +1,13 @@
 import type { Command } from 'commander';
 import { existsSync } from 'node:fs';
-import { mapLimit } from '../../concurrency.js';
-import { ConfigError, errorMessage } from '../../errors.js';
-import {
-  manifestTrust,
-  readManifest,
-  scanBackups,
-  type Manifest,
-  type StoredBackup,
-} from '../../catalog/manifest.js';
+import { listBackups } from '../../catalog/backups.js';
+import { ConfigError } from '../../errors.js';
 import { formatBytes, formatDuration, table } from '../format.js';
 import { printJson, type Runtime } from '../runtime.js';
 
 interface Options {
   db?: string;
   json?: boolean;
-}
-
-export interface ListedBackup {
-  readonly id: string;
-  readonly database: string;
-  readonly startedAt: string;
-  readonly bytes: number | null;
-  readonly durationMs: number | null;
-  readonly verified: boolean | null;
-  readonly verifiedAt: string | null;
-  /**
-   * complete: manifest and archive; missing: a manifest whose archive is gone (not restorable); invalid: a
-   * manifest that cannot be read or trusted (see `problem`); orphan: an archive without a manifest.
-   */
-  readonly status: 'complete' | 'missing' | 'invalid' | 'orphan';
-  readonly archive: string | null;
-  readonly manifest: string | null;
-  /** Why a backup is missing or invalid; null otherwise. */
-  readonly problem: string | null;
-}
-
-export async function listBackups(rt: Runtime, database?: string): Promise<ListedBackup[]> {
-  const storage = rt.storage;
-  const backups = await scanBackups(storage, database);
-  const trust = manifestTrust(rt.config);
-  return mapLimit(backups, 16, async (b: StoredBackup): Promise<ListedBackup> => {
-    let manifest: Manifest | undefined;
-    let problem: string | null = null;
-    if (b.manifestKey) {
-      try {
-        manifest = await readManifest(storage, b.manifestKey, trust);
-      } catch (err) {
-        problem = errorMessage(err);
-      }
-    }
-    const missing = manifest !== undefined && b.archiveKey !== manifest.archive.key;
-    if (missing) problem = `archive ${storage.locate(manifest!.archive.key)} is missing`;
-    return {
-      id: b.id,
-      database: b.database,
-      startedAt: b.startedAt.toISOString(),
-      bytes: manifest?.archive.bytes ?? b.archiveBytes ?? null,
-      durationMs: manifest?.durationMs ?? null,
-      verified: manifest ? (manifest.drill?.verified ?? false) : null,
-      verifiedAt: manifest?.drill?.at ?? null,
-      status:
-        b.manifestKey === undefined ? 'orphan' : !manifest ? 'invalid' : missing ? 'missing' : 'complete',
-      archive: b.archiveKey ? storage.locate(b.archiveKey) : null,
-      manifest: b.manifestKey ? storage.locate(b.manifestKey) : null,
-      problem,
-    };
-  });
 }
 
 export function registerList(program: Command, runtime: () => Runtime): void {
@@ -93,7 +34,7 @@ export function registerList(program: Command, runtime: () => Runtime): void {
             'PGSHELF_STORAGE=file:///var/backups/pgshelf',
         );
       }
-      const backups = await listBackups(rt, database);
+      const backups = await listBackups(rt.storage, rt.config, database);
       if (opts.json) {
         printJson({ storage: rt.storage.url, database: database ?? null, backups });
         return;

@@ -1,0 +1,168 @@
+/** The catalog of backups in storage: scan, find and list them (used by the CLI, the jobs and the dashboard). */
+import { mapLimit } from '../concurrency.js';
+import {
+  BackupNotFoundError,
+  errorMessage,
+  ManifestInvalidError,
+  ManifestSignatureError,
+} from '../errors.js';
+import type { Storage } from '../storage/index.js';
+import { databasePrefix, parseKey, type ParsedKey } from './layout.js';
+import { manifestTrust, readManifest, type Manifest, type ManifestTrust } from './manifest.js';
+
+/** A backup found in storage: a manifest (committed) or an archive without one (an orphan). */
+export interface StoredBackup {
+  readonly id: string;
+  readonly database: string;
+  /** From the key's name: what the listing says, not yet checked against the manifest. */
+  readonly startedAt: Date;
+  readonly base: string;
+  readonly archiveKey: string | undefined;
+  readonly archiveBytes: number | undefined;
+  readonly archiveModified: Date | undefined;
+  readonly manifestKey: string | undefined;
+}
+
+/**
+ * Every backup of `database` (or of all databases), newest first by the names' timestamps, from one listing:
+ * no object is read. Foreign files in the storage are ignored.
+ */
+export async function scanBackups(storage: Storage, database?: string): Promise<StoredBackup[]> {
+  interface Entry {
+    parsed: ParsedKey;
+    archive?: { key: string; size: number; modified: Date };
+    manifestKey?: string;
+  }
+  const map = new Map<string, Entry>();
+  for await (const obj of storage.list(database === undefined ? '' : databasePrefix(database))) {
+    const parsed = parseKey(obj.key);
+    if (!parsed || (database !== undefined && parsed.database !== database)) continue;
+    let entry = map.get(parsed.base);
+    if (!entry) map.set(parsed.base, (entry = { parsed }));
+    if (parsed.kind === 'manifest') entry.manifestKey = obj.key;
+    else entry.archive = { key: obj.key, size: obj.size, modified: obj.lastModified };
+  }
+  const out: StoredBackup[] = [...map.entries()].map(([base, e]) => ({
+    id: e.parsed.id,
+    database: e.parsed.database,
+    startedAt: e.parsed.startedAt,
+    base,
+    archiveKey: e.archive?.key,
+    archiveBytes: e.archive?.size,
+    archiveModified: e.archive?.modified,
+    manifestKey: e.manifestKey,
+  }));
+  return out.sort((a, b) => b.startedAt.getTime() - a.startedAt.getTime() || (a.id < b.id ? 1 : -1));
+}
+
+/**
+ * The committed backup `idOrLatest` ('latest', an id, or a base name ending in the id) of `database`, with its
+ * checked manifest. Throws BackupNotFoundError naming what exists, and when the archive is missing, naming it
+ * and the newest backup that has one: nothing is skipped silently.
+ */
+export async function findBackup(
+  storage: Storage,
+  database: string | undefined,
+  idOrLatest: string,
+  trust: ManifestTrust = {},
+): Promise<{ backup: StoredBackup; manifest: Manifest }> {
+  const backups = (await scanBackups(storage, database)).filter((b) => b.manifestKey !== undefined);
+  const where = database === undefined ? storage.url : `${storage.url} for database "${database}"`;
+  let found: StoredBackup | undefined;
+  if (idOrLatest === 'latest') {
+    found = backups[0];
+    if (!found) throw new BackupNotFoundError(`no backups in ${where}: run \`pgshelf backup\` first`);
+  } else {
+    found = backups.find(
+      (b) => b.id === idOrLatest || b.base.endsWith(`/${idOrLatest}`) || b.base.endsWith(`_${idOrLatest}`),
+    );
+    if (!found) {
+      const recent = backups.slice(0, 3).map((b) => b.id);
+      throw new BackupNotFoundError(
+        `backup ${JSON.stringify(idOrLatest)} not found in ${where}` +
+          (recent.length
+            ? `; the newest are ${recent.join(', ')} (see \`pgshelf list\`)`
+            : ': there are no backups'),
+      );
+    }
+  }
+  const other = backups.find((b) => b !== found && b.archiveKey !== undefined);
+  let manifest: Manifest;
+  try {
+    manifest = await readManifest(storage, found.manifestKey!, trust);
+  } catch (err) {
+    // Refused, never skipped: but say which backup the operator can choose instead.
+    if (other && (err instanceof ManifestInvalidError || err instanceof ManifestSignatureError)) {
+      const Refusal = err.constructor as new (message: string, options?: ErrorOptions) => Error;
+      throw new Refusal(`${err.message}. The newest other backup is ${other.id}: use --backup ${other.id}`, {
+        cause: err,
+      });
+    }
+    throw err;
+  }
+  if (found.archiveKey !== manifest.archive.key) {
+    throw new BackupNotFoundError(
+      `backup ${found.id} of "${found.database}" has a manifest but its archive ` +
+        `${storage.locate(manifest.archive.key)} is missing: ` +
+        (other
+          ? `the newest backup with an archive is ${other.id}: use --backup ${other.id}`
+          : 'there is no other backup with an archive'),
+    );
+  }
+  return { backup: found, manifest };
+}
+
+export interface ListedBackup {
+  readonly id: string;
+  readonly database: string;
+  readonly startedAt: string;
+  readonly bytes: number | null;
+  readonly durationMs: number | null;
+  readonly verified: boolean | null;
+  readonly verifiedAt: string | null;
+  /**
+   * complete: manifest and archive; missing: a manifest whose archive is gone (not restorable); invalid: a
+   * manifest that cannot be read or trusted (see `problem`); orphan: an archive without a manifest.
+   */
+  readonly status: 'complete' | 'missing' | 'invalid' | 'orphan';
+  readonly archive: string | null;
+  readonly manifest: string | null;
+  /** Why a backup is missing or invalid; null otherwise. */
+  readonly problem: string | null;
+}
+
+export async function listBackups(
+  storage: Storage,
+  config: { readonly manifestKey: string | undefined },
+  database?: string,
+): Promise<ListedBackup[]> {
+  const backups = await scanBackups(storage, database);
+  const trust = manifestTrust(config);
+  return mapLimit(backups, 16, async (b: StoredBackup): Promise<ListedBackup> => {
+    let manifest: Manifest | undefined;
+    let problem: string | null = null;
+    if (b.manifestKey) {
+      try {
+        manifest = await readManifest(storage, b.manifestKey, trust);
+      } catch (err) {
+        problem = errorMessage(err);
+      }
+    }
+    const missing = manifest !== undefined && b.archiveKey !== manifest.archive.key;
+    if (missing) problem = `archive ${storage.locate(manifest!.archive.key)} is missing`;
+    return {
+      id: b.id,
+      database: b.database,
+      startedAt: b.startedAt.toISOString(),
+      bytes: manifest?.archive.bytes ?? b.archiveBytes ?? null,
+      durationMs: manifest?.durationMs ?? null,
+      verified: manifest ? (manifest.drill?.verified ?? false) : null,
+      verifiedAt: manifest?.drill?.at ?? null,
+      status:
+        b.manifestKey === undefined ? 'orphan' : !manifest ? 'invalid' : missing ? 'missing' : 'complete',
+      archive: b.archiveKey ? storage.locate(b.archiveKey) : null,
+      manifest: b.manifestKey ? storage.locate(b.manifestKey) : null,
+      problem,
+    };
+  });
+}
