@@ -7,7 +7,6 @@ import { writeVerified } from '../catalog/markers.js';
 import { dropDatabase, withAdminDb } from '../postgres/admin.js';
 import { withDb } from '../postgres/connection.js';
 import type { JobContext, JobDeps } from './context.js';
-import { createRestoreJob } from './restore.js';
 
 export interface DrillInput {
   readonly database?: string;
@@ -32,6 +31,21 @@ export interface DrillResult {
   readonly scratchDatabase: string;
 }
 
+/** The restore job, given by jobs/index.ts: a job never imports another job. */
+export type RestoreFn = (
+  input: {
+    readonly database?: string;
+    readonly backup?: string;
+    readonly into: string;
+    readonly verifyFirst?: boolean;
+  },
+  ctx: JobContext,
+) => Promise<{ readonly durationMs: number }>;
+
+export interface DrillDeps extends JobDeps {
+  readonly restore: RestoreFn;
+}
+
 /** Table names as pg_dump prints them in COPY lines: identifiers, plain or double-quoted, joined by dots. */
 const QUALIFIED_NAME =
   /^(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)(?:\.(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*))*$/;
@@ -41,9 +55,9 @@ const QUALIFIED_NAME =
  * them with the counts the backup recorded, records the outcome and the restore time in the manifest, and drops
  * the scratch database, whatever happened.
  */
-export function createDrillJob(deps: JobDeps) {
+export function createDrillJob(deps: DrillDeps) {
   const now = deps.now ?? (() => new Date());
-  const restore = createRestoreJob(deps);
+  const { restore } = deps;
   return async function drill(input: DrillInput, ctx: JobContext): Promise<DrillResult> {
     const { config, storage } = deps;
     const target = resolveTarget(config, input.database);

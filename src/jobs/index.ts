@@ -11,7 +11,7 @@ export type AnyJob = (input: unknown, ctx: JobContext) => Promise<unknown>;
 export function createJobs(deps: JobDeps): Partial<Record<JobKind, AnyJob>> {
   const backup = createBackupJob(deps);
   const restore = createRestoreJob(deps);
-  const drill = createDrillJob(deps);
+  const drill = createDrillJob({ ...deps, restore });
   const prune = createPruneJob(deps);
   return {
     backup: (input, ctx) => backup(input as BackupInput, ctx),

@@ -43,7 +43,7 @@ function jobs(env: Env) {
     backup: createBackupJob(deps),
     restore: createRestoreJob(deps),
     verify: createVerifyJob(deps),
-    drill: createDrillJob(deps),
+    drill: createDrillJob({ ...deps, restore: createRestoreJob(deps) }),
     storage: deps.storage,
   };
 }

@@ -108,7 +108,7 @@ function jobs(env: Env) {
   return {
     restore: createRestoreJob(deps),
     verify: createVerifyJob(deps),
-    drill: createDrillJob(deps),
+    drill: createDrillJob({ ...deps, restore: createRestoreJob(deps) }),
     storage: deps.storage,
   };
 }
