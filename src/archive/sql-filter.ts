@@ -1,5 +1,5 @@
 /** Transforms over a plain-format SQL dump as it streams to psql. */
-import { Transform, type TransformCallback } from 'node:stream';
+import type { TransformCallback } from 'node:stream';
 import { COPY_DATA, INIT, META, SqlLexer, XQS } from './sql-lexer.js';
 
 /** Statements that tie objects to roles: dropped by `--no-owner` restores (like pg_restore --no-owner --no-acl). */
