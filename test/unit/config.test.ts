@@ -183,7 +183,7 @@ describe('storageIdentity', () => {
 
 describe('SETTINGS', () => {
   it('lists every variable loadConfig reads, so --help and the README show them all', async () => {
-    const source = await readFile(new URL('../../src/config.ts', import.meta.url), 'utf8');
+    const source = await readFile(new URL('../../src/config/index.ts', import.meta.url), 'utf8');
     const read = new Set(
       [...source.matchAll(/\b(?:str|parseInteger|parseBool)\(env, '([A-Z0-9_]+)'/g)].map((m) => m[1]!),
     );
