@@ -248,7 +248,8 @@ export function startScheduler(options: SchedulerOptions): Scheduler {
       clearTimeout(timer);
       if (first === 'expired') {
         logger.warn({ graceMs }, 'Redis did not answer within the grace period: dropping its connections');
-        await Promise.all([...queues.values()].map((q) => q.disconnect().catch(() => undefined)));
+        // Not awaited: BullMQ's disconnect waits for a connection that never came up, which would hold the exit.
+        for (const q of queues.values()) void q.disconnect().catch(() => undefined);
       }
       logger.info('scheduler stopped');
     },
