@@ -17,6 +17,8 @@ import { printJsonError, Runtime } from './runtime.js';
 const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
 
 export function buildProgram(): Command {
+  // The longest name sets the column, so every meaning starts at the same place.
+  const NAME_WIDTH = Math.max(...SETTINGS.map((s) => s.name.length));
   const program = new Command('pgshelf');
   let rt: Runtime | undefined;
   const runtime = (level?: string): Runtime => (rt ??= Runtime.load(process.env, level));
@@ -28,7 +30,7 @@ export function buildProgram(): Command {
     .addHelpText(
       'after',
       '\nSettings (environment variables):\n' +
-        SETTINGS.map((s) => `  ${s.name.padEnd(24)} ${s.meaning} (default: ${s.default})`).join('\n'),
+        SETTINGS.map((s) => `  ${s.name.padEnd(NAME_WIDTH)} ${s.meaning} (default: ${s.default})`).join('\n'),
     );
   registerBackup(program, runtime);
   registerRestore(program, runtime);

@@ -132,6 +132,10 @@ describe('--help', () => {
     expect(res.stdout).toMatch(
       /^ {2}PGSHELF_LOG_LEVEL +trace, .* \(default: info for workers, warn for commands\)$/m,
     );
+    // Every setting's meaning starts in one column, long names (PGSHELF_S3_REQUEST_TIMEOUT) included.
+    const settings = res.stdout.split('Settings (environment variables):\n')[1]!.trimEnd().split('\n');
+    expect(settings.length).toBeGreaterThan(30);
+    expect(new Set(settings.map((l) => /^ {2}[A-Z0-9_]+ +/.exec(l)?.[0].length)).size).toBe(1);
     const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8');
     expect(readme).toMatch(/\| `PGSHELF_LOG_LEVEL` +\| `info` for workers, `warn` for commands +\|/);
   });
