@@ -57,7 +57,9 @@ export class Runtime {
     const run = createJobs({ config: this.config, storage: this.storage, logger: this.logger })[kind];
     if (!run) throw new ConfigError(`this build of pgshelf has no ${kind} job`);
     await this.storage.open();
-    const release = kind === 'backup' ? await this.backupGuard(input) : undefined;
+    // A real prune takes the database's guard as on a worker: beside a long backup it could abort its upload.
+    const pruning = kind === 'prune' && (input as { dryRun?: boolean }).dryRun !== true;
+    const release = kind === 'backup' || pruning ? await this.backupGuard(input, kind) : undefined;
     const abort = new AbortController();
     let interrupted: NodeJS.Signals | undefined;
     const exitNow = (code: number): void => {
@@ -115,11 +117,12 @@ export class Runtime {
    * in-process backup and a worker's exclude each other), else an advisory lock in the database. A second
    * backup fails at once rather than waiting (a script can retry; a person sees why at once).
    */
-  private async backupGuard(input: object): Promise<() => Promise<void>> {
+  private async backupGuard(input: object, kind: JobKind = 'backup'): Promise<() => Promise<void>> {
     const target = resolveTarget(this.config, (input as { database?: string }).database);
     const busy = (how: string): BackupRunningError =>
       new BackupRunningError(
-        `another backup of "${target.name}" is running (${how}); try again when it ends`,
+        `another backup${kind === 'prune' ? ' or prune' : ''} of "${target.name}" is running (${how}); ` +
+          'try again when it ends',
       );
     const redisUp = await checkRedis(this.config, 2000).then(
       () => true,
@@ -132,12 +135,15 @@ export class Runtime {
         this.config.hostConcurrency,
         this.config.lockDurationMs,
       );
-      const got = await guards
-        .acquire(target.name, target.postgres.host, target.postgres.port)
-        .catch(async (err: unknown) => {
-          await guards.close();
-          throw err;
-        });
+      // A prune loads no server, so it does not count against PGSHELF_HOST_CONCURRENCY.
+      const got = await (
+        kind === 'prune'
+          ? guards.acquireDatabase(target.name)
+          : guards.acquire(target.name, target.postgres.host, target.postgres.port)
+      ).catch(async (err: unknown) => {
+        await guards.close();
+        throw err;
+      });
       if (got.ok) {
         return async () => {
           await got.release();

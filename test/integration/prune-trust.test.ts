@@ -180,4 +180,28 @@ describe('prune and the database guard', () => {
     await waitFor('the prune', async () => (await queue('prune').getCompletedCount()) === 1, 60_000);
     expect((await scanBackups(storage, db)).map((b) => b.id)).toEqual(['cccc0002']);
   });
+  it('`prune --in-process` refuses while a backup of the same database holds the guard, deleting nothing', async () => {
+    const { db, env, dir } = await workerFixture(defer, {
+      rows: 10,
+      env: { PGSHELF_KEEP_LAST: '1', PGSHELF_MIN_KEEP: '1', PGSHELF_KEEP_DAILY: '0' },
+    });
+    const storage = createStorage(testConfig({ ...env, PGSHELF_STORAGE: dir }).storage);
+    for (let i = 0; i < 3; i++) {
+      await storeFake(storage, db, new Date(Date.UTC(2026, 9, 1 + i, 2)), `dddd000${i}`);
+    }
+    const guards = new BackupGuards(redis, env.PGSHELF_QUEUE_PREFIX!, 2);
+    defer(() => guards.close());
+    const held = await guards.acquire(db, env.POSTGRES_HOST!, Number(env.POSTGRES_PORT ?? 5432));
+    expect(held.ok).toBe(true);
+    const refused = await runCli(['prune', '--in-process'], env);
+    expect(refused.code, refused.stderr).toBe(1);
+    expect(refused.stderr).toContain(`another backup or prune of "${db}" is running`);
+    expect((await scanBackups(storage, db)).length).toBe(3);
+    // A dry run changes nothing, so it needs no guard.
+    expect((await runCli(['prune', '--dry-run'], env)).code).toBe(0);
+    if (held.ok) await held.release();
+    const ran = await runCli(['prune', '--in-process'], env);
+    expect(ran.code, ran.stderr).toBe(0);
+    expect((await scanBackups(storage, db)).map((b) => b.id)).toEqual(['dddd0002']);
+  });
 });
