@@ -160,6 +160,14 @@ export class S3Storage implements Storage {
       this.unanswered = { until: Date.now() + requestTimeoutMs, cause: err };
       return this.timedOut(action, key, err);
     }
+    // AWS S3 with no region anywhere (S3_REGION, AWS_REGION, ~/.aws/config): the SDK fails before any request.
+    if (!this.options.endpoint && /Region is missing/i.test(errorMessage(err))) {
+      return new StorageRefusedError(
+        `S3 ${action} ${this.locate(key)} failed: no AWS region is set. Set S3_REGION (or AWS_REGION) to the ` +
+          "bucket's region, e.g. S3_REGION=eu-west-1, or S3_ENDPOINT for an S3-compatible service",
+        { cause: err },
+      );
+    }
     const status = httpStatus(err);
     const detail = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
     const code = (err as { Code?: unknown }).Code ?? (err instanceof Error ? err.name : undefined);

@@ -124,6 +124,22 @@ describe('POSTGRES_DB only where a database is needed', () => {
   });
 });
 
+describe('S3 without a region', () => {
+  it('names S3_REGION with an example instead of the SDK\'s "Region is missing"', async () => {
+    const home = await tempDir('pgshelf-noaws-');
+    const res = await runCli(['list', '--db', 'app'], {
+      PGSHELF_STORAGE: 's3://some-bucket/pg',
+      AWS_ACCESS_KEY_ID: 'AKIAEXAMPLE',
+      AWS_SECRET_ACCESS_KEY: 'example',
+      // No ~/.aws/config with a region to find.
+      HOME: home,
+      AWS_CONFIG_FILE: path.join(home, 'none'),
+    });
+    expect(res.code, res.stderr).toBe(1);
+    expect(res.stderr).toMatch(/no AWS region is set\. Set S3_REGION .*e\.g\. S3_REGION=eu-west-1/);
+  });
+});
+
 describe('--help', () => {
   it('lists PGSHELF_LOCK_DURATION and the log level default as the README gives it', async () => {
     const res = await runCli(['--help'], {});
