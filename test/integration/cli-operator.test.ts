@@ -157,6 +157,23 @@ describe('--help', () => {
   });
 });
 
+describe("README's Commands block", () => {
+  it("gives every option of every command's --help", async () => {
+    const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8');
+    const block = readme.split('### Commands\n\n```\n')[1]!.split('```')[0]!;
+    for (const command of ['backup', 'restore', 'list', 'prune', 'drill', 'verify']) {
+      const help = await runCli([command, '--help'], {});
+      const options = [...help.stdout.matchAll(/^ {2}(--[a-z-]+)/gm)].map((m) => m[1]!);
+      expect(options.length).toBeGreaterThan(1);
+      // The command's line and its continuation lines, up to the next command.
+      const usage = block.split(/^(?=pgshelf )/m).find((u) => u.startsWith(`pgshelf ${command} `))!;
+      for (const option of options.filter((o) => o !== '--help')) {
+        expect(usage, `${command} ${option}`).toContain(option);
+      }
+    }
+  });
+});
+
 describe('--json on failure', () => {
   it('prints one JSON document for usage and settings errors; success documents say ok', async () => {
     const usage = await runCli(['backup', '--bogus', '--json'], pgEnv('x'));
