@@ -1,6 +1,6 @@
 /** Transforms over a plain-format SQL dump as it streams to psql. */
 import type { TransformCallback } from 'node:stream';
-import { COPY_DATA, INIT, META, SqlLexer, XQS } from './sql-lexer.js';
+import { COPY_DATA, INIT, MAX_STATEMENT_BYTES, META, SqlLexer, XQS } from './sql-lexer.js';
 
 /** Statements that tie objects to roles: dropped by `--no-owner` restores (like pg_restore --no-owner --no-acl). */
 const OWNERSHIP =
@@ -37,8 +37,12 @@ export class SqlGuard extends SqlLexer {
   private held: Buffer[] = [];
   private heldBytes = 0;
   private streaming = false;
-  constructor(private readonly options: { noOwner?: boolean; restrictKey?: string } = {}) {
+  private readonly maxStatement: number;
+  constructor(
+    private readonly options: { noOwner?: boolean; restrictKey?: string; maxStatementBytes?: number } = {},
+  ) {
     super({ highWaterMark: 1 << 20 });
+    this.maxStatement = options.maxStatementBytes ?? MAX_STATEMENT_BYTES;
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, callback: TransformCallback): void {
@@ -107,6 +111,12 @@ export class SqlGuard extends SqlLexer {
       const c = chunk[i]!;
       if (this.lineBytes === 0 && this.heldBytes === 0 && !this.streaming) this.startLine(c);
       this.lineBytes++;
+      if (++this.statementBytes > this.maxStatement) {
+        this.fail(
+          `holds a statement of more than ${this.maxStatement / 1048576} MiB, which psql would hold in memory ` +
+            'whole (pg_dump writes data as COPY rows)',
+        );
+      }
       this.scanByte(c);
       i++;
       if (c === 0x0a) {

@@ -20,6 +20,13 @@ const CLUSTER_OBJECTS = new Set(['ROLE', 'USER', 'GROUP', 'DATABASE', 'TABLESPAC
 
 const CAPTURE_LIMIT = 1 << 20;
 
+/**
+ * psql holds a whole statement in memory before it sends it (about three times its size at its peak): a crafted
+ * archive with one huge statement could run a worker host out of memory during a restore. pg_dump's statements
+ * stay far below this (COPY data and large objects come in rows and short lowrite lines).
+ */
+export const MAX_STATEMENT_BYTES = 64 * 1024 * 1024;
+
 // Lexer states, after psql's own lexer (src/fe_utils/psqlscan.l). Tokens never span lines there: psql lexes
 // one input line at a time.
 export const INIT = 0, IDENTIFIER = 1, NUM = 2, NUM_E = 3, NUM_ESIGN = 4, NUM_EXP = 5, DASH = 6, SLASH = 7, COLON = 8,
@@ -72,6 +79,8 @@ export abstract class SqlLexer extends Transform {
   protected bodyEnd = false;
   protected capture: number[] | undefined;
   protected copyNext = false;
+  /** Bytes of SQL text since the last statement ended (what psql would be holding). */
+  protected statementBytes = 0;
 
   protected fail(what: string): never {
     throw new UnsafeArchiveError(
@@ -495,6 +504,7 @@ export abstract class SqlLexer extends Transform {
       this.copyNext = true;
     }
     if (this.psqlDepth === 0) this.psqlIdCount = 0;
+    this.statementBytes = 0;
     this.tokens = 0;
     this.words = [];
     this.wordsOpen = true;

@@ -261,7 +261,8 @@ describe('SqlGuard', () => {
     const body = Buffer.alloc(64 << 20, 'a'.charCodeAt(0));
     const line = Buffer.concat([Buffer.from("SELECT '"), body, Buffer.from("';\nSELECT 1;\n")]);
     for (const size of [64 * 1024, 1000]) {
-      const g = new SqlGuard({ noOwner: true });
+      // Above the statement cap, which the next test covers: this one is about what the filter holds.
+      const g = new SqlGuard({ noOwner: true, maxStatementBytes: 1 << 30 });
       let bytes = 0;
       await pipeline(
         Readable.from(chunked2(line, size)),
@@ -271,6 +272,26 @@ describe('SqlGuard', () => {
       expect(bytes).toBe(line.length);
       expect(g.maxHeld).toBeLessThanOrEqual((1 << 20) + size);
     }
+  });
+
+  it('refuses a statement longer than psql should hold, counted across lines and from the last semicolon', async () => {
+    const run = async (text: string): Promise<string | undefined> => {
+      const g = new SqlGuard({ maxStatementBytes: 1000 });
+      try {
+        await pipeline(Readable.from([Buffer.from(text)]), g, new Writable({ write: (_c, _e, cb) => cb() }));
+        return undefined;
+      } catch (err) {
+        return (err as Error).message;
+      }
+    };
+    const fill = (n: number): string => `SELECT '${'x'.repeat(n)}';\n`;
+    expect(await run(fill(900) + fill(900) + fill(900))).toBeUndefined(); // many statements: each is small
+    expect(await run(`SELECT '${'y\n'.repeat(600)}';\n`)).toMatch(
+      /^line \d+ of the archive holds a statement of more than .* MiB/,
+    );
+    expect(await run(`-- ${'z'.repeat(2000)}\nSELECT 1;\n`)).toMatch(/holds a statement of more than/);
+    const copy = `COPY public.t (a) FROM stdin;\n${'row\n'.repeat(1000)}\\.\n`;
+    expect(await run(copy)).toBeUndefined(); // COPY rows are data, not statement text
   });
 
   it('recognises whole ownership statements only', () => {
