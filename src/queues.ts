@@ -2,12 +2,47 @@ import { Queue, QueueEvents, type JobsOptions } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
 import { PgshelfError } from './errors.js';
 import type { Config } from './config/index.js';
+import { jobAttempts, type JobKind } from './jobs/registry.js';
 import type { Logger } from './logger.js';
 import { maskUrl } from './url.js';
 
-/** One queue per kind of job, all under PGSHELF_QUEUE_PREFIX. */
-export const JOB_KINDS = ['backup', 'restore', 'prune', 'drill'] as const;
-export type JobKind = (typeof JOB_KINDS)[number];
+export { JOB_KINDS, type JobKind } from './jobs/registry.js';
+
+/*
+ * Every queue name, job id and Redis key pgshelf uses is built here. BullMQ keeps its own keys under
+ * `<prefix>:<queue>:`; pgshelf's own live beside them, under `<prefix>:scheduler:` and `<prefix>:guard:`.
+ */
+
+/** The BullMQ queue of a kind of job is named after it (under PGSHELF_QUEUE_PREFIX, BullMQ's `prefix`). */
+export function queueName(kind: JobKind): string {
+  return kind;
+}
+
+/** A job id of (kind, database, what): BullMQ ids must not contain ':', so the parts are joined by '--'. */
+function databaseJobId(kind: JobKind, database: string, what: string): string {
+  return `${kind}--${encodeURIComponent(database)}--${what}`;
+}
+
+/**
+ * Job id for one slot of one database: the same in every scheduler replica, so a slot is enqueued once.
+ * `local` is the slot's local time, e.g. 2026-03-29T02:30:00.
+ */
+export function slotJobId(kind: JobKind, database: string, slot: { readonly local: string }): string {
+  return databaseJobId(kind, database, slot.local.replace(/[-:]/g, ''));
+}
+
+/** Job id of a job that follows another (prune after backup `after`): one follow-up per finished job. */
+export function followUpJobId(kind: JobKind, database: string, after: string): string {
+  return databaseJobId(kind, database, after);
+}
+
+/**
+ * What a running job is called in its JobContext (`<prefix>:<queue>:<id>`, e.g. `pgshelf:restore:42`): stable
+ * across the retries of one queued job, and distinct across prefixes sharing a Redis.
+ */
+export function runningJobId(prefix: string, kind: JobKind, id: string | undefined): string {
+  return `${prefix}:${queueName(kind)}:${id ?? '?'}`;
+}
 
 /**
  * A scheduler's claim on one slot of one database (SET NX): whoever sets it enqueues the slot, so a slot is
@@ -20,6 +55,16 @@ export function slotClaimKey(prefix: string, kind: JobKind, database: string, sl
 /** Hash: database -> id of the last job a scheduler enqueued for it, to coalesce slots while it still waits. */
 export function lastSlotJobsKey(prefix: string, kind: JobKind): string {
   return `${prefix}:scheduler:last:${kind}`;
+}
+
+/** The database guard: held by whichever job excludes others on that database (backup, prune). */
+export function databaseGuardKey(prefix: string, database: string): string {
+  return `${prefix}:guard:database:${encodeURIComponent(database)}`;
+}
+
+/** The server's semaphore (a sorted set of holders): at most PGSHELF_HOST_CONCURRENCY dumps on host:port. */
+export function hostGuardKey(prefix: string, host: string, port: number): string {
+  return `${prefix}:guard:host:${encodeURIComponent(`${host}:${port}`)}`;
 }
 
 /** BullMQ connection options from REDIS_URL. Workers need maxRetriesPerRequest: null (blocking commands). */
@@ -140,7 +185,7 @@ export class RedisHealth {
 /** Retries with exponential backoff; finished jobs are kept a while for `pgshelf` and the dashboard. */
 export function defaultJobOptions(config: Config, kind: JobKind): JobsOptions {
   return {
-    attempts: kind === 'prune' ? 1 : config.attempts,
+    attempts: jobAttempts(kind, config.attempts),
     backoff: { type: BACKOFF_TYPE },
     removeOnComplete: { age: 30 * 24 * 3600, count: 1000 },
     removeOnFail: { age: 90 * 24 * 3600, count: 5000 },
@@ -148,7 +193,7 @@ export function defaultJobOptions(config: Config, kind: JobKind): JobsOptions {
 }
 
 export function createQueue(config: Config, kind: JobKind, connection = redisConnection(config)): Queue {
-  return new Queue(kind, {
+  return new Queue(queueName(kind), {
     connection,
     prefix: config.queuePrefix,
     defaultJobOptions: defaultJobOptions(config, kind),
@@ -160,7 +205,7 @@ export function createQueueEvents(
   kind: JobKind,
   connection = redisConnection(config),
 ): QueueEvents {
-  return new QueueEvents(kind, { connection, prefix: config.queuePrefix });
+  return new QueueEvents(queueName(kind), { connection, prefix: config.queuePrefix });
 }
 
 /**

@@ -1,6 +1,6 @@
 import { loadConfig, resolveTarget, storageIdentity, type Config } from '../config/index.js';
-import { AbortedError, BackupRunningError, CommandFailed, ConfigError, errorMessage } from '../errors.js';
-import { createJobs } from '../jobs/index.js';
+import { AbortedError, BackupRunningError, CommandFailed, errorMessage } from '../errors.js';
+import { createRegistry } from '../jobs/registry.js';
 import { createLogger, type Logger } from '../logger.js';
 import { checkRedis, createQueue, createQueueEvents, redisConnection, type JobKind } from '../queues.js';
 import { createStorage, type Storage } from '../storage/index.js';
@@ -54,8 +54,7 @@ export class Runtime {
    * PGSHELF_SHUTDOWN_GRACE (a storage call that never answers), or a second signal comes, it exits at once.
    */
   private async runHere<R>(kind: JobKind, input: object, progress: ProgressLine): Promise<{ result: R }> {
-    const run = createJobs({ config: this.config, storage: this.storage, logger: this.logger })[kind];
-    if (!run) throw new ConfigError(`this build of pgshelf has no ${kind} job`);
+    const { run } = createRegistry({ config: this.config, storage: this.storage, logger: this.logger })[kind];
     await this.storage.open();
     // A real prune takes the database's guard as on a worker: beside a long backup it could abort its upload.
     const pruning = kind === 'prune' && (input as { dryRun?: boolean }).dryRun !== true;

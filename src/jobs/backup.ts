@@ -20,6 +20,7 @@ import { findTool, restrictSince } from '../postgres/tools.js';
 import type { ObjectWriter, Storage } from '../storage/index.js';
 import { backupKeys, newBackupId } from '../catalog/layout.js';
 import { throttle, type JobContext, type JobDeps } from './context.js';
+import { defineJob } from './definition.js';
 import { createGzipStream } from '../archive/gzip.js';
 import { DUMP_COMPLETE, Tail } from '../archive/gates.js';
 import { CopyRowCounter } from '../archive/copy-rows.js';
@@ -309,3 +310,12 @@ async function freeSpace(err: unknown, storage: Storage): Promise<string> {
     return '';
   }
 }
+
+/** One dump per database and at most PGSHELF_HOST_CONCURRENCY per server; retention (prune) after each success. */
+export const backupJob = defineJob({
+  kind: 'backup',
+  create: createBackupJob,
+  acts: 'back up',
+  excludes: { database: { waiting: 'another backup of this database is running: waiting' }, host: true },
+  followedBy: { kind: 'prune', key: (result) => result.id },
+});

@@ -7,6 +7,7 @@ import { writeVerified } from '../catalog/markers.js';
 import { dropDatabase, withAdminDb } from '../postgres/admin.js';
 import { withDb } from '../postgres/connection.js';
 import type { JobContext, JobDeps } from './context.js';
+import { defineJob } from './definition.js';
 
 export interface DrillInput {
   readonly database?: string;
@@ -31,7 +32,7 @@ export interface DrillResult {
   readonly scratchDatabase: string;
 }
 
-/** The restore job, given by jobs/index.ts: a job never imports another job. */
+/** The restore job, given by the registry (jobs/registry.ts): a job never imports another job. */
 export type RestoreFn = (
   input: {
     readonly database?: string;
@@ -150,3 +151,6 @@ export function createDrillJob(deps: DrillDeps) {
     };
   };
 }
+
+/** Built by the registry, which gives it the restore job (DrillDeps.restore). */
+export const drillJob = defineJob({ kind: 'drill', create: createDrillJob });

@@ -7,6 +7,7 @@ import { readAttemptMarker, readVerifiedMarker } from '../catalog/markers.js';
 import { databasePrefix } from '../catalog/layout.js';
 import type { IncompleteUpload, RequestCounts } from '../storage/index.js';
 import type { JobContext, JobDeps } from './context.js';
+import { defineJob } from './definition.js';
 import { selectRetention, type RetentionCandidate } from '../catalog/retention.js';
 
 /** Clocks differ a little between hosts; a date further ahead than this is not believed. */
@@ -207,3 +208,11 @@ export function createPruneJob(deps: JobDeps) {
     return result;
   };
 }
+
+/** The database guard only (no dump, no server place): never deletes beside a running backup. Tried once. */
+export const pruneJob = defineJob({
+  kind: 'prune',
+  create: createPruneJob,
+  excludes: { database: { waiting: 'a backup or prune of this database is running: prune waiting' } },
+  attempts: 1,
+});

@@ -50,6 +50,7 @@ import { findTool, serverMajor } from '../postgres/tools.js';
 import { parseKey } from '../catalog/layout.js';
 import type { Storage } from '../storage/index.js';
 import { throttle, type JobContext, type JobDeps } from './context.js';
+import { defineJob } from './definition.js';
 import { asCorruptArchive, checkStoredSize, SizeLimit, verifyArchive } from '../archive/restore-check.js';
 import { DUMP_COMPLETE, EndGate } from '../archive/gates.js';
 import { SqlGuard } from '../archive/sql-filter.js';
@@ -483,3 +484,5 @@ function targetExists(into: string, owner: string, why = ''): TargetExistsError 
       'never overwrites one. Choose another --into, or drop it yourself first',
   );
 }
+
+export const restoreJob = defineJob({ kind: 'restore', create: createRestoreJob });

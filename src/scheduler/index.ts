@@ -12,7 +12,14 @@ import type { Redis } from 'ioredis';
 import type { Config, DatabaseTarget } from '../config/index.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { createQueue, lastSlotJobsKey, RedisHealth, slotClaimKey, type JobKind } from '../queues.js';
+import {
+  createQueue,
+  lastSlotJobsKey,
+  RedisHealth,
+  slotClaimKey,
+  slotJobId,
+  type JobKind,
+} from '../queues.js';
 import { localMs } from '../cron.js';
 import { previousSlot, slotAfter, type LocalSlot } from './slots.js';
 
@@ -24,11 +31,6 @@ interface Group {
   readonly expr: string;
   readonly timezone: string;
   readonly databases: string[];
-}
-
-/** Job id for one slot of one database: the same in every replica. BullMQ ids must not contain ':'. */
-export function slotJobId(kind: string, database: string, slot: Pick<LocalSlot, 'local'>): string {
-  return `${kind}--${encodeURIComponent(database)}--${slot.local.replace(/[-:]/g, '')}`;
 }
 
 export function groupSchedules(databases: readonly DatabaseTarget[]): Group[] {

@@ -1,12 +1,26 @@
 import { DelayedError, UnrecoverableError, Worker, type Job } from 'bullmq';
 import { resolveTarget, storageIdentity, type Config } from '../config/index.js';
 import { ConfigError, errorMessage, isRecoverable } from '../errors.js';
-import { createJobs } from '../jobs/index.js';
+import { createRegistry, type RegisteredJob } from '../jobs/registry.js';
 import type { Logger } from '../logger.js';
 import { warnClockSkew } from '../postgres/server.js';
-import { createQueue, JOB_KINDS, RedisHealth, redisConnection, retryDelay, type JobKind } from '../queues.js';
+import {
+  createQueue,
+  followUpJobId,
+  JOB_KINDS,
+  queueName,
+  RedisHealth,
+  redisConnection,
+  retryDelay,
+  runningJobId,
+  type JobKind,
+} from '../queues.js';
 import type { Storage } from '../storage/index.js';
+import { JobEvents } from './events.js';
 import { BackupGuards } from './locks.js';
+import { logJobEvents } from './log-events.js';
+
+export { JobEvents, type JobEventMap, type JobEventName } from './events.js';
 
 export interface WorkerOptions {
   readonly config: Config;
@@ -14,10 +28,14 @@ export interface WorkerOptions {
   readonly logger: Logger;
   /** Queues to consume (default: every kind this build has a job for). */
   readonly kinds?: readonly JobKind[];
+  /** Where the job events go (default: a new emitter); the log subscribes to it either way. */
+  readonly events?: JobEvents;
 }
 
 export interface PgshelfWorker {
   readonly workers: readonly Worker[];
+  /** What happens to the jobs: subscribe for metrics, notifications. */
+  readonly events: JobEvents;
   /** Resolves once every queue's connection is up (and 'worker started' has been logged). */
   readonly ready: Promise<void>;
   /** Jobs running now. */
@@ -28,7 +46,7 @@ export interface PgshelfWorker {
   abortAll(reason?: string): void;
 }
 
-/** How long a backup that must wait (same database running, server at its limit) waits before trying again. */
+/** How long a job that must wait for a guard (same database running, server at its limit) waits to try again. */
 const WAIT_MS = 10_000;
 
 /** What a queued job says it is for: set by `pgshelf` commands from their own settings. */
@@ -42,7 +60,12 @@ interface JobTarget {
  * storage, and a database this worker knows. Anything else fails at once, naming both sides, never silently
  * running on something else. (Jobs without these fields, from older commands, mean the worker's own.)
  */
-export function checkJobTarget(config: Config, kind: JobKind, data: JobTarget): void {
+export function checkJobTarget(
+  config: Config,
+  job: Pick<RegisteredJob, 'kind' | 'acts'>,
+  data: JobTarget,
+): void {
+  const { kind } = job;
   const own = storageIdentity(config.storage);
   if (typeof data.storage === 'string' && data.storage !== own) {
     throw new ConfigError(
@@ -53,22 +76,28 @@ export function checkJobTarget(config: Config, kind: JobKind, data: JobTarget): 
   if (typeof data.database === 'string' && !config.databases.some((d) => d.name === data.database)) {
     const known = config.databases.map((d) => d.name).join(', ') || 'none';
     throw new ConfigError(
-      `this worker does not ${kind === 'backup' ? 'back up' : `${kind} backups of`} database ` +
+      `this worker does not ${job.acts ?? `${kind} backups of`} database ` +
         `"${data.database}": it knows ${known} — start a worker with POSTGRES_DB=${data.database} or list it ` +
         'in PGSHELF_CONFIG',
     );
   }
 }
 
-/** BullMQ adapter: one Worker per queue, each turning a BullMQ job into a call of the plain job function. */
+/** BullMQ adapter: one Worker per queue, each turning a BullMQ job into a call of the registry's job function. */
 export function startWorker(options: WorkerOptions): PgshelfWorker {
   const { config, storage, logger } = options;
-  const jobs = createJobs({ config, storage, logger });
+  const registry = createRegistry({ config, storage, logger });
+  const events =
+    options.events ??
+    new JobEvents((err, name) =>
+      logger.warn({ err: errorMessage(err), event: name }, 'job event subscriber failed'),
+    );
+  logJobEvents(events, logger);
   const running = new Map<string, AbortController>();
-  const kinds = (options.kinds ?? JOB_KINDS).filter((k) => jobs[k] !== undefined);
+  const kinds = options.kinds ?? JOB_KINDS;
 
   const health = new RedisHealth(config.redisUrl, logger);
-  // The guards expire with the job lock: a backup whose worker died is run again after about
+  // The guards expire with the job lock: a job whose worker died is run again after about
   // PGSHELF_LOCK_DURATION, and must not then wait out a dead worker's guard (it was a fixed 60 s).
   const guards = new BackupGuards(
     redisConnection(config),
@@ -76,88 +105,111 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
     config.hostConcurrency,
     config.lockDurationMs,
   );
-  const pruneQueue = createQueue(config, 'prune');
-  health.watchBull(pruneQueue);
+  // The queues follow-up jobs go to (prune after backup), opened once.
+  const followQueues = new Map(
+    [...new Set(kinds.flatMap((k) => registry[k].followedBy?.kind ?? []))].map((k) => {
+      const q = createQueue(config, k);
+      health.watchBull(q);
+      return [k, q] as const;
+    }),
+  );
 
-  /**
-   * A backup waits while another dump of the same database runs, or while the server already has
-   * PGSHELF_HOST_CONCURRENCY dumps running: the job is put back as delayed (no attempt is used) and tried again.
-   */
-  const guarded = async (
-    kind: 'backup' | 'prune',
-    job: Job,
-    token: string | undefined,
-    log: Logger,
-    fn: () => Promise<unknown>,
-  ) => {
-    const target = resolveTarget(config, (job.data as { database?: string }).database);
-    // Prune takes the database lock only (no dump, no server slot), so it never deletes beside a running backup.
-    const guard =
-      kind === 'prune'
-        ? await guards.acquireDatabase(target.name)
-        : await guards.acquire(target.name, target.postgres.host, target.postgres.port);
-    if (!guard.ok) {
-      log.info(
-        { database: target.name, reason: guard.reason },
-        guard.reason === 'database-busy'
-          ? kind === 'prune'
-            ? 'a backup or prune of this database is running: prune waiting'
-            : 'another backup of this database is running: waiting'
-          : `the server already runs ${config.hostConcurrency} dumps: waiting`,
+  /** Takes the guards the job declares; undefined when it declares none. */
+  const takeGuards = (job: RegisteredJob, database: string, host: string, port: number) => {
+    if (job.excludes?.host) return guards.acquire(database, host, port);
+    if (job.excludes?.database) return guards.acquireDatabase(database);
+    return undefined;
+  };
+
+  /** Enqueues the job declared to follow `job` (e.g. prune after a backup); a failure to do so is logged only. */
+  const followUp = async (job: RegisteredJob, database: string, result: unknown, id: string, log: Logger) => {
+    const next = job.followedBy;
+    const queue = next && followQueues.get(next.kind);
+    if (!next || !queue) return;
+    const jobId = followUpJobId(next.kind, database, next.key(result) ?? id);
+    await queue
+      .add(next.kind, { database, storage: storageIdentity(config.storage) }, { jobId })
+      .catch((err: unknown) =>
+        log.warn({ err: errorMessage(err) }, `could not enqueue the ${next.kind} job`),
       );
-      await job.moveToDelayed(Date.now() + WAIT_MS, token);
-      throw new DelayedError();
-    }
-    try {
-      const result = await fn();
-      if (kind === 'prune') return result;
-      // Retention runs after every successful backup, as its own job.
-      const id = (result as { id?: string }).id ?? String(job.id);
-      await pruneQueue
-        .add(
-          'prune',
-          { database: target.name, storage: storageIdentity(config.storage) },
-          { jobId: `prune--${encodeURIComponent(target.name)}--${id}` },
-        )
-        .catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'could not enqueue the prune job'));
-      return result;
-    } finally {
-      await guard.release();
-    }
   };
 
   const workers = kinds.map((kind) => {
-    const run = jobs[kind]!;
-    const processor = async (job: Job, token?: string): Promise<unknown> => {
+    const job = registry[kind];
+    const processor = async (bull: Job, token?: string): Promise<unknown> => {
       const abort = new AbortController();
-      const key = `${kind}:${job.id ?? '?'}:${job.attemptsMade}`;
+      const key = `${kind}:${bull.id ?? '?'}:${bull.attemptsMade}`;
       running.set(key, abort);
-      const log = logger.child({ queue: kind, jobId: job.id, attempt: job.attemptsMade + 1 });
+      const attempt = bull.attemptsMade + 1;
+      const log = logger.child({ queue: kind, jobId: bull.id, attempt });
+      const data = bull.data as JobTarget;
+      const named = typeof data.database === 'string' ? data.database : undefined;
+      const base = {
+        kind,
+        jobId: String(bull.id ?? '?'),
+        database: named ?? config.databases[0]?.name,
+        attempt,
+      };
+      let startedAt = Date.now();
       try {
-        checkJobTarget(config, kind, job.data as JobTarget);
-        const call = (): Promise<unknown> =>
-          run(job.data, {
+        checkJobTarget(config, job, data);
+        const target = resolveTarget(config, named);
+        const guard = await takeGuards(job, target.name, target.postgres.host, target.postgres.port);
+        if (guard && !guard.ok) {
+          const message =
+            guard.reason === 'host-full'
+              ? `the server already runs ${config.hostConcurrency} dumps: waiting`
+              : (job.excludes?.database?.waiting ?? 'waiting');
+          events.emit('job:waiting', { ...base, database: target.name, reason: guard.reason, message });
+          await bull.moveToDelayed(Date.now() + WAIT_MS, token);
+          throw new DelayedError();
+        }
+        try {
+          startedAt = Date.now();
+          events.emit('job:started', { ...base, database: target.name });
+          const result = await job.run(bull.data, {
             signal: abort.signal,
             logger: log,
-            jobId: `${config.queuePrefix}:${kind}:${job.id ?? '?'}`,
+            jobId: runningJobId(config.queuePrefix, kind, bull.id),
             progress: (p) => {
-              job
+              events.emit('job:progress', { ...base, database: target.name, progress: p });
+              bull
                 .updateProgress({ ...p })
                 .catch((err: unknown) => log.debug({ err }, 'progress update failed'));
             },
           });
-        return await (kind === 'backup' || kind === 'prune' ? guarded(kind, job, token, log, call) : call());
+          await followUp(job, target.name, result, String(bull.id), log);
+          events.emit('job:succeeded', {
+            ...base,
+            database: target.name,
+            durationMs: Date.now() - startedAt,
+            result,
+          });
+          return result;
+        } finally {
+          await guard?.release();
+        }
       } catch (err) {
         if (err instanceof DelayedError) throw err;
-        log.error({ err: errorMessage(err) }, `${kind} job failed`);
+        const attempts = bull.opts.attempts ?? 1;
         // Retrying cannot fix bad settings, a missing database or a corrupt archive: fail now, keep the reason.
-        if (!isRecoverable(err)) throw new UnrecoverableError(errorMessage(err));
+        const final = !isRecoverable(err) || attempt >= attempts;
+        const durationMs = Date.now() - startedAt;
+        const message = errorMessage(err);
+        events.emit(final ? 'job:failed' : 'job:retrying', {
+          ...base,
+          durationMs,
+          error: err,
+          message,
+          attempts,
+        });
+        if (!isRecoverable(err)) throw new UnrecoverableError(message);
         throw err;
       } finally {
         running.delete(key);
       }
     };
-    const worker = new Worker(kind, processor, {
+    const worker = new Worker(queueName(kind), processor, {
       connection: redisConnection(config),
       prefix: config.queuePrefix,
       concurrency: config.concurrency,
@@ -202,6 +254,7 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
   let closing: Promise<void> | undefined;
   return {
     workers,
+    events,
     ready: ready.then(() => undefined),
     active: () => running.size,
     abortAll,
@@ -219,7 +272,7 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
           abortAll('worker shut down before the job finished; it will be retried');
           await closed;
         }
-        await Promise.all([guards.close(), pruneQueue.close()]);
+        await Promise.all([guards.close(), ...[...followQueues.values()].map((q) => q.close())]);
         logger.info('worker stopped');
       })();
       return closing;

@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { PgSettings } from '../config/index.js';
 import { Db } from '../postgres/connection.js';
+import { databaseGuardKey, hostGuardKey } from '../queues.js';
 
 // KEYS[1] database lock, KEYS[2] host semaphore (sorted set: token -> expiry, in Redis' own clock).
 // ARGV: token, ttl ms, host limit. Returns 1 (acquired), -1 (database busy) or -2 (host full).
@@ -72,16 +73,9 @@ export class BackupGuards {
     this.redis.on('error', () => undefined);
   }
 
-  private databaseKey(database: string): string {
-    return `${this.prefix}:guard:database:${encodeURIComponent(database)}`;
-  }
-
   /** The database lock and a slot on its server: what a backup holds while it dumps. */
   async acquire(database: string, host: string, port: number): Promise<Acquired | Refused> {
-    const keys = [
-      this.databaseKey(database),
-      `${this.prefix}:guard:host:${encodeURIComponent(`${host}:${port}`)}`,
-    ];
+    const keys = [databaseGuardKey(this.prefix, database), hostGuardKey(this.prefix, host, port)];
     const token = randomBytes(12).toString('hex');
     const got = (await this.redis.eval(ACQUIRE, 2, ...keys, token, this.ttlMs, this.hostLimit)) as number;
     if (got === -1) return { ok: false, reason: 'database-busy' };
@@ -91,7 +85,7 @@ export class BackupGuards {
 
   /** The database lock alone: prune holds it so it never runs beside a backup of the same database. */
   async acquireDatabase(database: string): Promise<Acquired | Refused> {
-    const keys = [this.databaseKey(database)];
+    const keys = [databaseGuardKey(this.prefix, database)];
     const token = randomBytes(12).toString('hex');
     const got = (await this.redis.eval(ACQUIRE_DATABASE, 1, ...keys, token, this.ttlMs)) as number;
     if (got === -1) return { ok: false, reason: 'database-busy' };

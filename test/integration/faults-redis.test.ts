@@ -7,7 +7,7 @@ import { Queue, type Job } from 'bullmq';
 import { readdir, rm } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 import type { Env } from '../../src/config/index.js';
-import { slotJobId } from '../../src/scheduler/index.js';
+import { slotJobId } from '../../src/queues.js';
 import { waitFor } from '../helpers/cli.js';
 import { pgEnv, tempDir, uniquePrefix } from '../helpers/env.js';
 import { daemon, useCleanup } from '../helpers/lifecycle.js';
