@@ -83,6 +83,15 @@ export function checkJobTarget(
   }
 }
 
+/** The database a job without one in its data is for (the worker's default). */
+function defaultDatabase(config: Config): string | undefined {
+  try {
+    return resolveTarget(config).name;
+  } catch {
+    return undefined;
+  }
+}
+
 /** BullMQ adapter: one Worker per queue, each turning a BullMQ job into a call of the registry's job function. */
 export function startWorker(options: WorkerOptions): PgshelfWorker {
   const { config, storage, logger } = options;
@@ -147,7 +156,7 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
       const base = {
         kind,
         jobId: String(bull.id ?? '?'),
-        database: named ?? config.databases[0]?.name,
+        database: named ?? defaultDatabase(config),
         attempt,
       };
       let startedAt = Date.now();
