@@ -216,11 +216,40 @@ async function preflight(deps: JobDeps, input: RestoreInput, ctx: JobContext): P
   }
   const marker = `pgshelf restore ${nonce}`;
   const owner = pg.user ?? os.userInfo().username;
-  const warnings: string[] = [];
+  const { versionNum, done, warnings } = await checkTarget(pg, q, input.into, marker, owner, log);
+  for (const w of warnings) log.warn({ role: owner }, w);
+  const major = serverMajor(versionNum);
+  if (archive.manifest && serverMajor(archive.manifest.serverVersionNum) > major) {
+    throw new VersionMismatchError(
+      `the backup comes from PostgreSQL ${archive.manifest.serverVersion} but the target server is ` +
+        `${major}: restore into a server of major version ${serverMajor(archive.manifest.serverVersionNum)} or newer`,
+    );
+  }
+  const plan = { input, pg, q, archive, where: storage.locate(archive.key), marker, owner, warnings };
+  if (done) return { ...plan, done: true, createdb: '', psql: '' };
+  const [createdb, psql] = await Promise.all([
+    findTool('createdb', major, { binDir: config.pgBinDir, env: config.childEnv }),
+    findTool('psql', major, { binDir: config.pgBinDir, env: config.childEnv }),
+  ]);
+  return { ...plan, done: false, createdb: createdb.path, psql: psql.path };
+}
 
-  // Under the target's advisory lock (released when the connection closes).
-  const server = await withAdminDb(pg, q, async (db) => {
+/**
+ * The server's version, a warning when the restoring role has more power than a restore needs, and the target's
+ * name: free, or taken by an earlier attempt of this same restore (done). Leftovers of earlier attempts are
+ * dropped. Under the target's advisory lock (released when the connection closes).
+ */
+async function checkTarget(
+  pg: PgSettings,
+  q: QueryOptions,
+  into: string,
+  marker: string,
+  owner: string,
+  log: Logger,
+): Promise<{ versionNum: number; done: boolean; warnings: string[] }> {
+  return withAdminDb(pg, q, async (db) => {
     const versionNum = await serverVersionNum(db);
+    const warnings: string[] = [];
     const power = await rolePowers(db, owner);
     if (power.length > 0) {
       // An archive's SQL runs with this role's rights: a superuser's restore can reach the whole server.
@@ -229,12 +258,12 @@ async function preflight(deps: JobDeps, input: RestoreInput, ctx: JobContext): P
           'those rights. Restore with a role that only has CREATEDB (see "Restoring" in the README)',
       );
     }
-    await lockRestoreTarget(db, input.into);
-    const existing = await databaseInfo(db, input.into);
+    await lockRestoreTarget(db, into);
+    const existing = await databaseInfo(db, into);
     if (existing) {
       // An earlier attempt of this restore renamed the database and then died: the restore is done.
-      if (existing.comment?.startsWith(`${marker} completed`)) return { versionNum, done: true };
-      throw targetExists(input.into, existing.owner);
+      if (existing.comment?.startsWith(`${marker} completed`)) return { versionNum, done: true, warnings };
+      throw targetExists(into, existing.owner);
     }
     for (const name of await stagingDatabases(db, `${marker} `)) {
       if (await dropIfAbandoned(db, name)) {
@@ -244,26 +273,11 @@ async function preflight(deps: JobDeps, input: RestoreInput, ctx: JobContext): P
         );
       }
     }
-    return { versionNum, done: false };
+    return { versionNum, done: false, warnings };
   }).catch((err: unknown) => {
     if (err instanceof PgshelfError) throw err;
     throw describeConnectError(err, pg, 'postgres');
   });
-  for (const w of warnings) log.warn({ role: owner }, w);
-  const major = serverMajor(server.versionNum);
-  if (archive.manifest && serverMajor(archive.manifest.serverVersionNum) > major) {
-    throw new VersionMismatchError(
-      `the backup comes from PostgreSQL ${archive.manifest.serverVersion} but the target server is ` +
-        `${major}: restore into a server of major version ${serverMajor(archive.manifest.serverVersionNum)} or newer`,
-    );
-  }
-  const plan = { input, pg, q, archive, where: storage.locate(archive.key), marker, owner, warnings };
-  if (server.done) return { ...plan, done: true, createdb: '', psql: '' };
-  const [createdb, psql] = await Promise.all([
-    findTool('createdb', major, { binDir: config.pgBinDir, env: config.childEnv }),
-    findTool('psql', major, { binDir: config.pgBinDir, env: config.childEnv }),
-  ]);
-  return { ...plan, done: false, createdb: createdb.path, psql: psql.path };
 }
 
 /**
