@@ -317,8 +317,9 @@ async function createStaging(deps: JobDeps, plan: Plan, ctx: JobContext): Promis
 }
 
 /**
- * Step 3 (explains its own failures): storage -> [size limit] -> SHA-256 -> archive checks -> gunzip -> SQL checks -> SQL guard -> psql, in
- * one transaction: psql commits only when its input ends, and the gates hold the end back until every check passed.
+ * Step 3: storage -> [size limit] -> SHA-256 -> archive checks -> gunzip -> SQL checks -> SQL guard -> psql, in one
+ * transaction: psql commits only when its input ends, and the gates hold that end back until every check passed.
+ * Explains its own failures (psql's stderr is here).
  */
 async function stream(deps: JobDeps, plan: Plan, staging: string, ctx: JobContext): Promise<Streamed> {
   const { config, storage } = deps;
