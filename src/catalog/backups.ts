@@ -8,7 +8,14 @@ import {
 } from '../errors.js';
 import type { Storage } from '../storage/index.js';
 import { databasePrefix, parseKey, type ParsedKey } from './layout.js';
-import { manifestTrust, readManifest, type Manifest, type ManifestTrust } from './manifest.js';
+import {
+  MANIFEST_MAX_BYTES,
+  manifestTrust,
+  parseManifest,
+  readManifest,
+  type Manifest,
+  type ManifestTrust,
+} from './manifest.js';
 
 /** A backup found in storage: a manifest (committed) or an archive without one (an orphan). */
 export interface StoredBackup {
@@ -165,4 +172,54 @@ export async function listBackups(
       problem,
     };
   });
+}
+
+/** An archive to restore, with its manifest when it has one. */
+export interface LocatedArchive {
+  readonly key: string;
+  readonly bytes: number;
+  readonly manifest: Manifest | undefined;
+  readonly backupId: string | null;
+  readonly sourceDatabase: string | null;
+}
+
+/**
+ * The archive a restore reads: a backup of `database` (`backup`: 'latest' or an id), or any stored `key` (a
+ * pgshelf archive given by key still gets its manifest).
+ */
+export async function locateArchive(
+  storage: Storage,
+  database: string,
+  input: { readonly key?: string; readonly backup?: string },
+  trust: ManifestTrust,
+): Promise<LocatedArchive> {
+  if (input.key !== undefined) {
+    const info = await storage.stat(input.key);
+    if (!info) throw new BackupNotFoundError(`${storage.locate(input.key)} does not exist: check --key`);
+    // A pgshelf archive given by key still gets its manifest checks.
+    const parsed = parseKey(input.key);
+    const manifestKey = parsed ? `${parsed.base}.manifest.json` : undefined;
+    const manifestBody = manifestKey
+      ? await storage.getObject(manifestKey, { maxBytes: MANIFEST_MAX_BYTES })
+      : undefined;
+    const manifest =
+      manifestBody && manifestKey
+        ? parseManifest(manifestBody, manifestKey, trust, storage.locate(manifestKey))
+        : undefined;
+    return {
+      key: input.key,
+      bytes: info.size,
+      manifest,
+      backupId: manifest?.id ?? null,
+      sourceDatabase: manifest?.database ?? null,
+    };
+  }
+  const { backup, manifest } = await findBackup(storage, database, input.backup ?? 'latest', trust);
+  return {
+    key: manifest.archive.key,
+    bytes: manifest.archive.bytes,
+    manifest,
+    backupId: backup.id,
+    sourceDatabase: manifest.database,
+  };
 }

@@ -1,12 +1,6 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
-import {
-  BackupNotFoundError,
-  ChecksumMismatchError,
-  CorruptArchiveError,
-  ManifestInvalidError,
-  ManifestSignatureError,
-} from '../errors.js';
+import { BackupNotFoundError, ManifestInvalidError, ManifestSignatureError } from '../errors.js';
 import type { Storage } from '../storage/index.js';
 import { ARCHIVE_SUFFIX, ENCRYPTED_SUFFIX, MANIFEST_SUFFIX, parseKey } from './layout.js';
 
@@ -248,36 +242,4 @@ export async function writeManifest(
     );
   }
   await storage.putObject(key, text, 'application/json');
-}
-
-/**
- * The error for an archive whose bytes do not match its manifest, or undefined when they do. Shared by restore,
- * drill and verify so each names the backup and the file, and says "truncated" for a short one.
- */
-export function archiveMismatch(
-  manifest: Manifest,
-  where: string,
-  read: { readonly bytes: number; readonly sha256: string },
-): ChecksumMismatchError | CorruptArchiveError | undefined {
-  const label = `backup ${manifest.id} of "${manifest.database}"`;
-  if (read.bytes < manifest.archive.bytes) {
-    return new CorruptArchiveError(
-      `${label}: ${where} is truncated: read ${read.bytes} of ${manifest.archive.bytes} bytes. ` +
-        'Restore another backup (`pgshelf list`)',
-    );
-  }
-  if (read.bytes > manifest.archive.bytes) {
-    return new ChecksumMismatchError(
-      `${label}: ${where} is too long: read ${read.bytes} bytes, the manifest says ${manifest.archive.bytes}. ` +
-        'Restore another backup (`pgshelf list`)',
-    );
-  }
-  if (read.sha256 !== manifest.archive.sha256) {
-    return new ChecksumMismatchError(
-      `${label}: ${where} does not match its manifest: SHA-256 ${read.sha256}, expected ` +
-        `${manifest.archive.sha256} (${manifest.archive.bytes} bytes). The archive is damaged; restore another ` +
-        'backup (`pgshelf list`)',
-    );
-  }
-  return undefined;
 }

@@ -1,7 +1,7 @@
 import { statfs } from 'node:fs/promises';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { resolveTarget } from '../config/index.js';
+import { resolveTarget, type PgSettings } from '../config/index.js';
 import { AbortedError, DumpFailedError, PgshelfError, StorageError, errorMessage } from '../errors.js';
 import { garbageNudger } from '../archive/memory.js';
 import { writeAttempt } from '../catalog/markers.js';
@@ -15,11 +15,12 @@ import {
 import { describeExit, spawnChild, type Child } from '../postgres/child.js';
 import { childEnv, connectionArgs } from '../postgres/connection.js';
 import { conninfoDbname } from '../postgres/psql.js';
-import { inspectDatabase } from '../postgres/server.js';
-import { findTool, restrictSince } from '../postgres/tools.js';
+import { inspectDatabase, type ServerInfo } from '../postgres/server.js';
+import { findTool, restrictSince, type Tool } from '../postgres/tools.js';
 import type { ObjectWriter, Storage } from '../storage/index.js';
 import { backupKeys, newBackupId } from '../catalog/layout.js';
-import { throttle, type JobContext, type JobDeps } from './context.js';
+import type { JobContext, JobDeps } from './context.js';
+import { withJobRun } from '../archive/run.js';
 import { defineJob } from './definition.js';
 import { createGzipStream } from '../archive/gzip.js';
 import { DUMP_COMPLETE, Tail } from '../archive/gates.js';
@@ -90,14 +91,30 @@ class DumpGate extends Transform {
   }
 }
 
+/** The server and the pg_dump that will dump it. */
+interface Source {
+  readonly server: ServerInfo;
+  readonly pgDump: Tool;
+}
+
+/** What the dump wrote: pg_dump's bytes and COPY rows, and the archive's size and SHA-256. */
+interface Dumped {
+  readonly uncompressedBytes: number;
+  readonly tables: Record<string, number>;
+  readonly bytes: number;
+  readonly sha256: string;
+}
+
+/**
+ * Backs up one database: inspect the server (and find its pg_dump) -> open the archive's writer -> dump
+ * (pg_dump | gzip -> storage) -> commit the manifest. Every attempt is recorded in the attempt marker.
+ */
 export function createBackupJob(deps: JobDeps) {
   const now = deps.now ?? (() => new Date());
   return async function backup(input: BackupInput, ctx: JobContext): Promise<BackupResult> {
     const { config, storage } = deps;
     const log = ctx.logger;
     const target = resolveTarget(config, input.database);
-    const pg = target.postgres;
-    const echo = { echo: config.dbEcho, logger: log };
     if (ctx.signal.aborted) throw new AbortedError();
 
     // Every attempt is recorded, including one that cannot reach the server: prune deletes nothing after a failure.
@@ -105,7 +122,7 @@ export function createBackupJob(deps: JobDeps) {
     const id = newBackupId();
     await writeAttempt(storage, target.name, { status: 'running', id, at: startedAt.toISOString() }, log);
     try {
-      const result = await dump();
+      const result = await steps();
       await writeAttempt(storage, target.name, { status: 'succeeded', id, at: now().toISOString() }, log);
       return result;
     } catch (err) {
@@ -114,131 +131,54 @@ export function createBackupJob(deps: JobDeps) {
       throw err;
     }
 
-    async function dump(): Promise<BackupResult> {
-      const server = await inspectDatabase(pg, echo);
-      const pgDump = await findTool('pg_dump', server.major, {
-        binDir: config.pgBinDir,
-        env: config.childEnv,
-      });
-      if (!pgDump.restrict) {
-        log.warn(
-          { pgDump: pgDump.version, path: pgDump.path },
-          `pg_dump ${pgDump.version} predates the CVE-2025-8714 fix (${restrictSince(pgDump.major) ?? '18'}): ` +
-            'install a newer one; it is used because nothing newer is installed',
-        );
-      }
+    async function steps(): Promise<BackupResult> {
+      const source = await inspect(deps, target.postgres, ctx);
       const keys = backupKeys(target.name, startedAt, id);
       log.info(
-        { database: target.name, id, key: keys.archive, server: server.version, pgDump: pgDump.version },
+        {
+          database: target.name,
+          id,
+          key: keys.archive,
+          server: source.server.version,
+          pgDump: source.pgDump.version,
+        },
         'backup started',
       );
-      const args = [...connectionArgs(pg), '--no-password', '--format=plain'];
-      if (input.noOwner) args.push('--no-owner', '--no-privileges');
-      args.push(`--dbname=${conninfoDbname(pg.database)}`);
-
-      // Before pg_dump starts, so a storage that cannot be written to fails the job with nothing to clean up.
-      let writer: ObjectWriter;
-      try {
-        writer = storage.createWriter(keys.archive, {
-          sizeHint: server.databaseSize,
-          contentType: 'application/gzip',
-        });
-      } catch (err) {
-        throw storageFailure(err, storage);
-      }
-      const abort = new AbortController();
-      const onAbort = (): void => abort.abort(ctx.signal.reason);
-      ctx.signal.addEventListener('abort', onAbort, { once: true });
-      const child = spawnChild(pgDump.path, args, {
-        env: childEnv(config.childEnv, pg),
-        logger: log,
-        echo: config.dbEcho,
-        signal: abort.signal,
-      });
-      const gate = new DumpGate(child);
-      const digest = new DigestStream({ highWaterMark: 1 << 20 });
-      const t0 = Date.now();
-      const report = throttle(ctx.progress);
-      const progress = (force = false): void => {
-        const elapsedMs = Date.now() - t0;
-        report(
-          {
-            phase: 'dump',
-            bytesIn: gate.bytes,
-            bytesOut: digest.bytes,
-            elapsedMs,
-            rate: elapsedMs > 0 ? (gate.bytes * 1000) / elapsedMs : 0,
-          },
-          force,
-        );
-      };
-      const ticker = setInterval(progress, 1000);
-
-      try {
-        if (!child.process.stdout) throw new DumpFailedError('pg_dump has no stdout');
-        await pipeline(
-          child.process.stdout,
-          gate,
-          createGzipStream(config.gzipLevel, config.gzipThreads),
-          digest,
-          writer.stream,
-          { signal: abort.signal },
-        );
-        progress(true);
-        await writer.commit();
-      } catch (err) {
-        abort.abort(err);
-        child.kill();
-        // Measured before abort() removes the partial file, so it says how full the disk was when writing failed.
-        const space = await freeSpace(err, storage);
-        await writer.abort();
-        await child.exited;
-        throw explainBackupFailure(err, child, writer, ctx.signal, storage, space);
-      } finally {
-        clearInterval(ticker);
-        ctx.signal.removeEventListener('abort', onAbort);
-      }
-
+      const writer = openWriter(storage, keys.archive, source.server.databaseSize);
+      const dumped = await dump(deps, target.postgres, input, source, writer, ctx);
       const finishedAt = now();
-      const tables = gate.rows.toJSON();
       const manifest: Manifest = {
         format: MANIFEST_FORMAT,
         formatVersion: MANIFEST_VERSION,
         id,
         database: target.name,
-        host: pg.host,
-        port: pg.port,
-        serverVersion: server.version,
-        serverVersionNum: server.versionNum,
-        pgDumpVersion: pgDump.version,
-        pgDumpPath: pgDump.path,
+        host: target.postgres.host,
+        port: target.postgres.port,
+        serverVersion: source.server.version,
+        serverVersionNum: source.server.versionNum,
+        pgDumpVersion: source.pgDump.version,
+        pgDumpPath: source.pgDump.path,
         dumpOptions: { noOwner: input.noOwner === true, noPrivileges: input.noOwner === true },
         compression: { format: 'gzip', level: config.gzipLevel, threads: config.gzipThreads },
         encryption: null,
-        archive: { key: keys.archive, bytes: digest.bytes, sha256: digest.sha256 },
-        uncompressedBytes: gate.bytes,
-        databaseSize: server.databaseSize,
+        archive: { key: keys.archive, bytes: dumped.bytes, sha256: dumped.sha256 },
+        uncompressedBytes: dumped.uncompressedBytes,
+        databaseSize: source.server.databaseSize,
         startedAt: startedAt.toISOString(),
         finishedAt: finishedAt.toISOString(),
         durationMs: finishedAt.getTime() - startedAt.getTime(),
-        tables,
+        tables: dumped.tables,
         drill: null,
         drills: [],
       };
-      try {
-        // The manifest is the commit mark: written last, and only for a complete archive.
-        await writeManifest(storage, keys.manifest, manifest, manifestTrust(config));
-      } catch (err) {
-        await storage.deleteMany([keys.manifest, keys.archive]).catch(() => undefined);
-        throw err;
-      }
-      const rows = Object.values(tables).reduce((a, b) => a + b, 0);
+      await commitManifest(deps, keys, manifest);
+      const rows = Object.values(dumped.tables).reduce((a, b) => a + b, 0);
       log.info(
         {
           database: target.name,
           id,
-          bytes: digest.bytes,
-          uncompressed: gate.bytes,
+          bytes: dumped.bytes,
+          uncompressed: dumped.uncompressedBytes,
           ms: manifest.durationMs,
           rows,
         },
@@ -251,15 +191,110 @@ export function createBackupJob(deps: JobDeps) {
         manifestKey: keys.manifest,
         archiveLocation: storage.locate(keys.archive),
         manifestLocation: storage.locate(keys.manifest),
-        bytes: digest.bytes,
-        uncompressedBytes: gate.bytes,
-        sha256: digest.sha256,
+        bytes: dumped.bytes,
+        uncompressedBytes: dumped.uncompressedBytes,
+        sha256: dumped.sha256,
         durationMs: manifest.durationMs,
-        tables: Object.keys(tables).length,
+        tables: Object.keys(dumped.tables).length,
         rows,
       };
     }
   };
+}
+
+/** Step 1: the server's version and size, and the pg_dump for that version (warned about when it is old). */
+async function inspect(deps: JobDeps, pg: PgSettings, ctx: JobContext): Promise<Source> {
+  const { config } = deps;
+  const server = await inspectDatabase(pg, { echo: config.dbEcho, logger: ctx.logger });
+  const pgDump = await findTool('pg_dump', server.major, { binDir: config.pgBinDir, env: config.childEnv });
+  if (!pgDump.restrict) {
+    ctx.logger.warn(
+      { pgDump: pgDump.version, path: pgDump.path },
+      `pg_dump ${pgDump.version} predates the CVE-2025-8714 fix (${restrictSince(pgDump.major) ?? '18'}): ` +
+        'install a newer one; it is used because nothing newer is installed',
+    );
+  }
+  return { server, pgDump };
+}
+
+/** Step 2, before pg_dump starts: a storage that cannot be written to fails the job with nothing to clean up. */
+function openWriter(storage: Storage, key: string, sizeHint: number): ObjectWriter {
+  try {
+    return storage.createWriter(key, { sizeHint, contentType: 'application/gzip' });
+  } catch (err) {
+    throw storageFailure(err, storage);
+  }
+}
+
+/**
+ * Step 3: pg_dump -> DumpGate -> gzip -> SHA-256 -> storage, committed only when pg_dump exited 0 with a complete
+ * dump; on any failure the upload is aborted and pg_dump killed.
+ */
+async function dump(
+  deps: JobDeps,
+  pg: PgSettings,
+  input: BackupInput,
+  { pgDump }: Source,
+  writer: ObjectWriter,
+  ctx: JobContext,
+): Promise<Dumped> {
+  const { config, storage } = deps;
+  const args = [...connectionArgs(pg), '--no-password', '--format=plain'];
+  if (input.noOwner) args.push('--no-owner', '--no-privileges');
+  args.push(`--dbname=${conninfoDbname(pg.database)}`);
+  let gate: DumpGate | undefined;
+  const digest = new DigestStream({ highWaterMark: 1 << 20 });
+  const meter = { phase: 'dump', bytesIn: () => gate?.bytes ?? 0, bytesOut: () => digest.bytes };
+  return withJobRun(ctx, meter, async (run) => {
+    const child = spawnChild(pgDump.path, args, {
+      env: childEnv(config.childEnv, pg),
+      logger: ctx.logger,
+      echo: config.dbEcho,
+      signal: run.signal,
+    });
+    gate = new DumpGate(child);
+    try {
+      if (!child.process.stdout) throw new DumpFailedError('pg_dump has no stdout');
+      await pipeline(
+        child.process.stdout,
+        gate,
+        createGzipStream(config.gzipLevel, config.gzipThreads),
+        digest,
+        writer.stream,
+        { signal: run.signal },
+      );
+      run.report();
+      await writer.commit();
+    } catch (err) {
+      run.abort(err);
+      child.kill();
+      // Measured before abort() removes the partial file, so it says how full the disk was when writing failed.
+      const space = await freeSpace(err, storage);
+      await writer.abort();
+      await child.exited;
+      throw explainBackupFailure(err, child, writer, ctx.signal, storage, space);
+    }
+    return {
+      uncompressedBytes: gate.bytes,
+      tables: gate.rows.toJSON(),
+      bytes: digest.bytes,
+      sha256: digest.sha256,
+    };
+  });
+}
+
+/** Step 4: the manifest is the commit mark, written last and only for a complete archive. */
+async function commitManifest(
+  { config, storage }: JobDeps,
+  keys: { archive: string; manifest: string },
+  manifest: Manifest,
+): Promise<void> {
+  try {
+    await writeManifest(storage, keys.manifest, manifest, manifestTrust(config));
+  } catch (err) {
+    await storage.deleteMany([keys.manifest, keys.archive]).catch(() => undefined);
+    throw err;
+  }
 }
 
 /** The most useful error for a failed pipeline: pg_dump's own stderr beats a downstream "premature close". */

@@ -6,6 +6,7 @@ import { manifestTrust, readManifest, writeManifest, type DrillRecord } from '..
 import { writeVerified } from '../catalog/markers.js';
 import { dropDatabase, withAdminDb } from '../postgres/admin.js';
 import { withDb } from '../postgres/connection.js';
+import { countRows } from '../postgres/row-counts.js';
 import type { JobContext, JobDeps } from './context.js';
 import { defineJob } from './definition.js';
 
@@ -47,10 +48,6 @@ export interface DrillDeps extends JobDeps {
   readonly restore: RestoreFn;
 }
 
-/** Table names as pg_dump prints them in COPY lines: identifiers, plain or double-quoted, joined by dots. */
-const QUALIFIED_NAME =
-  /^(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)(?:\.(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*))*$/;
-
 /**
  * Restores a backup (the latest by default) into a scratch database, counts every table's rows and compares
  * them with the counts the backup recorded, records the outcome and the restore time in the manifest, and drops
@@ -73,29 +70,18 @@ export function createDrillJob(deps: DrillDeps) {
     let detail: string | undefined;
     let expected: Record<string, number> = {};
     try {
-      // A drill runs with nobody watching: the archive is checked whole before any of it reaches psql.
+      // 1. Restore. A drill runs with nobody watching: the archive is checked whole before any of it reaches psql.
       const restored = await restore(
         { database: target.name, backup: backup.id, into: scratch, verifyFirst: true },
         ctx,
       );
       restoreMs = restored.durationMs;
+      // 2. Count every table's rows and compare them with the backup's counts.
       expected = (await readManifest(storage, backup.manifestKey!, trust)).tables;
-      mismatches = await withDb(target.postgres, { ...q, database: scratch }, async (db) => {
-        const out: TableMismatch[] = [];
-        for (const [table, count] of Object.entries(expected)) {
-          if (!QUALIFIED_NAME.test(table)) {
-            out.push({ table, expected: count, restored: null });
-            continue;
-          }
-          const [row] = await db
-            .query<{ n: string }>(`SELECT count(*)::text AS n FROM ONLY ${table}`)
-            .catch(() => [] as { n: string }[]);
-          const n = row ? Number(row.n) : null;
-          if (n !== null) rows += n;
-          if (n !== count) out.push({ table, expected: count, restored: n });
-        }
-        return out;
-      });
+      const counts = await withDb(target.postgres, { ...q, database: scratch }, (db) =>
+        countRows(db, Object.keys(expected)),
+      );
+      ({ mismatches, rows } = compareCounts(expected, counts));
       if (mismatches.length > 0) {
         detail = mismatches
           .slice(0, 10)
@@ -105,6 +91,7 @@ export function createDrillJob(deps: DrillDeps) {
     } catch (err) {
       detail = `restore failed: ${errorMessage(err)}`;
     } finally {
+      // 3. Drop the scratch database, whatever happened.
       await withAdminDb(target.postgres, q, (db) => dropDatabase(db, scratch)).catch((err: unknown) =>
         ctx.logger.error(
           { err: errorMessage(err), scratch },
@@ -113,6 +100,7 @@ export function createDrillJob(deps: DrillDeps) {
       );
     }
 
+    // 4. Record the outcome in the manifest (and the verified marker).
     const verified = detail === undefined;
     const record: DrillRecord = {
       verified,
@@ -150,6 +138,21 @@ export function createDrillJob(deps: DrillDeps) {
       scratchDatabase: scratch,
     };
   };
+}
+
+/** Tables whose restored count differs from the recorded one (null: missing), and the rows counted in all. */
+function compareCounts(
+  expected: Record<string, number>,
+  counts: Map<string, number | null>,
+): { mismatches: TableMismatch[]; rows: number } {
+  const mismatches: TableMismatch[] = [];
+  let rows = 0;
+  for (const [table, count] of Object.entries(expected)) {
+    const n = counts.get(table) ?? null;
+    if (n !== null) rows += n;
+    if (n !== count) mismatches.push({ table, expected: count, restored: n });
+  }
+  return { mismatches, rows };
 }
 
 /** Built by the registry, which gives it the restore job (DrillDeps.restore). */

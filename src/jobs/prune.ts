@@ -5,7 +5,7 @@ import { scanBackups, type StoredBackup } from '../catalog/backups.js';
 import { manifestTrust, readManifest } from '../catalog/manifest.js';
 import { readAttemptMarker, readVerifiedMarker } from '../catalog/markers.js';
 import { databasePrefix } from '../catalog/layout.js';
-import type { IncompleteUpload, RequestCounts } from '../storage/index.js';
+import type { IncompleteUpload, RequestCounts, Storage } from '../storage/index.js';
 import type { JobContext, JobDeps } from './context.js';
 import { defineJob } from './definition.js';
 import { selectRetention, type RetentionCandidate } from '../catalog/retention.js';
@@ -61,51 +61,17 @@ export function createPruneJob(deps: JobDeps) {
     const before = { ...storage.requests };
     const at = now();
     const graceCutoff = at.getTime() - config.orphanGraceMs;
-    const futureCutoff = at.getTime() + FUTURE_SKEW_MS;
 
+    // 1. Scan: the backups in storage, the attempt and verified markers.
     const [backups, attempt, verified] = await Promise.all([
       scanBackups(storage, target.name),
       readAttemptMarker(storage, target.name),
       readVerifiedMarker(storage, target.name),
     ]);
-    const ignored: IgnoredObject[] = [];
-    const ignore = (b: StoredBackup, reason: string): void => {
-      ignored.push({ id: b.id, key: storage.locate((b.manifestKey ?? b.archiveKey)!), reason });
-    };
-    const future = (d: Date): string => `dated ${d.toISOString()}, in the future (now ${at.toISOString()})`;
+    // 2. Count: the backups whose manifests are readable, trusted and dated; the rest is ignored.
+    const { present, complete, ignored } = await countBackups(deps, backups, at);
 
-    const present = backups.filter((b) => {
-      if (b.startedAt.getTime() <= futureCutoff) return true;
-      ignore(b, `its name is ${future(b.startedAt)}`);
-      return false;
-    });
-    const trust = manifestTrust(config);
-    const read = await mapLimit(
-      present.filter((b) => b.manifestKey !== undefined),
-      MANIFEST_READS,
-      async (b) => {
-        try {
-          const manifest = await readManifest(storage, b.manifestKey!, trust);
-          const startedAt = new Date(manifest.startedAt);
-          if (startedAt.getTime() > futureCutoff) return ignore(b, `its manifest is ${future(startedAt)}`);
-          if (b.archiveKey !== manifest.archive.key) return ignore(b, 'its archive is missing');
-          return { backup: b, startedAt };
-        } catch (err) {
-          if (err instanceof StorageError) throw err;
-          return ignore(b, errorMessage(err));
-        }
-      },
-    );
-    const counted = read.filter((r) => r !== undefined);
-    // Ids name what is deleted: two backups sharing one must not take each other down.
-    const seen = new Map<string, number>();
-    for (const r of counted) seen.set(r.backup.id, (seen.get(r.backup.id) ?? 0) + 1);
-    const complete = counted.filter((r) => {
-      if (seen.get(r.backup.id) === 1) return true;
-      ignore(r.backup, `its id ${r.backup.id} is shared by another backup`);
-      return false;
-    });
-
+    // 3. Decide what retention keeps, and what it may delete.
     const holds: string[] = [];
     if (attempt.state === 'invalid') {
       holds.push(
@@ -145,31 +111,15 @@ export function createPruneJob(deps: JobDeps) {
     const reasons = { ...selection.reasons };
     for (const o of orphans)
       reasons[o.id] = ['orphan: archive without a manifest, older than the grace period'];
+    // Listed even when held, so what prune requested does not depend on the markers.
+    const incomplete = await staleUploads(storage, target.name, held ? -Infinity : graceCutoff, ctx);
 
-    let incomplete: IncompleteUpload[] = [];
-    try {
-      for await (const u of storage.listIncomplete(databasePrefix(target.name))) {
-        if (!held && u.initiated.getTime() < graceCutoff) incomplete.push(u);
-      }
-    } catch (err) {
-      // Some S3-compatible servers cannot list multipart uploads; say so and go on.
-      ctx.logger.warn({ err: errorMessage(err) }, 'cannot list incomplete uploads on this storage');
-      incomplete = [];
-    }
-
+    // 4. Delete: manifests first, then archives, then unfinished uploads.
     const doomed = new Set(selection.delete);
     const deleting = complete.map((r) => r.backup).filter((b) => doomed.has(b.id));
-    if (!input.dryRun) {
-      const manifests = deleting.map((b) => b.manifestKey!);
-      const archives = [...deleting, ...orphans].flatMap((b) => (b.archiveKey ? [b.archiveKey] : []));
-      if (manifests.length > 0) await storage.deleteMany(manifests);
-      if (archives.length > 0) await storage.deleteMany(archives);
-      for (const u of incomplete) {
-        await storage.abortIncomplete(u).catch((err: unknown) => {
-          throw new StorageError(`cannot abort the incomplete upload of ${u.key}: ${errorMessage(err)}`);
-        });
-      }
-    }
+    if (!input.dryRun) await deleteAll(storage, deleting, orphans, incomplete);
+
+    // 5. Report.
     const requests = Object.fromEntries(
       Object.entries(storage.requests).map(([k, v]) => [k, v - before[k as keyof RequestCounts]]),
     ) as unknown as RequestCounts;
@@ -187,26 +137,125 @@ export function createPruneJob(deps: JobDeps) {
         : (holds[0] ?? null),
       requests,
     };
-    // The first few one by one, then a count: thousands of planted files must not flood the log.
-    for (const i of ignored.slice(0, 20))
-      ctx.logger.warn({ database: target.name, ...i }, 'prune ignored an object');
-    if (ignored.length > 20) {
-      ctx.logger.warn({ database: target.name, more: ignored.length - 20 }, 'prune ignored more objects');
-    }
-    ctx.logger.info(
-      {
-        database: target.name,
-        dryRun: result.dryRun,
-        keep: result.keep.length,
-        delete: result.delete.length,
-        ignored: result.ignored.length,
-        incomplete: result.incompleteUploads.length,
-        blocked: result.blocked,
-      },
-      'prune finished',
-    );
+    logResult(ctx, result);
     return result;
   };
+}
+
+/**
+ * The backups whose names and manifests are dated no later than now (plus a little skew), whose manifests can be
+ * read and trusted and point at their archive, and whose ids no other backup shares. The rest is `ignored`.
+ */
+async function countBackups(
+  { config, storage }: JobDeps,
+  backups: readonly StoredBackup[],
+  at: Date,
+): Promise<{
+  present: StoredBackup[];
+  complete: { backup: StoredBackup; startedAt: Date }[];
+  ignored: IgnoredObject[];
+}> {
+  const futureCutoff = at.getTime() + FUTURE_SKEW_MS;
+  const ignored: IgnoredObject[] = [];
+  const ignore = (b: StoredBackup, reason: string): void => {
+    ignored.push({ id: b.id, key: storage.locate((b.manifestKey ?? b.archiveKey)!), reason });
+  };
+  const future = (d: Date): string => `dated ${d.toISOString()}, in the future (now ${at.toISOString()})`;
+
+  const present = backups.filter((b) => {
+    if (b.startedAt.getTime() <= futureCutoff) return true;
+    ignore(b, `its name is ${future(b.startedAt)}`);
+    return false;
+  });
+  const trust = manifestTrust(config);
+  const read = await mapLimit(
+    present.filter((b) => b.manifestKey !== undefined),
+    MANIFEST_READS,
+    async (b) => {
+      try {
+        const manifest = await readManifest(storage, b.manifestKey!, trust);
+        const startedAt = new Date(manifest.startedAt);
+        if (startedAt.getTime() > futureCutoff) return ignore(b, `its manifest is ${future(startedAt)}`);
+        if (b.archiveKey !== manifest.archive.key) return ignore(b, 'its archive is missing');
+        return { backup: b, startedAt };
+      } catch (err) {
+        if (err instanceof StorageError) throw err;
+        return ignore(b, errorMessage(err));
+      }
+    },
+  );
+  const counted = read.filter((r) => r !== undefined);
+  // Ids name what is deleted: two backups sharing one must not take each other down.
+  const seen = new Map<string, number>();
+  for (const r of counted) seen.set(r.backup.id, (seen.get(r.backup.id) ?? 0) + 1);
+  const complete = counted.filter((r) => {
+    if (seen.get(r.backup.id) === 1) return true;
+    ignore(r.backup, `its id ${r.backup.id} is shared by another backup`);
+    return false;
+  });
+  return { present, complete, ignored };
+}
+
+/** Unfinished multipart uploads (or temp files) of this database started before `cutoff` (ms). */
+async function staleUploads(
+  storage: Storage,
+  database: string,
+  cutoff: number,
+  ctx: JobContext,
+): Promise<IncompleteUpload[]> {
+  const incomplete: IncompleteUpload[] = [];
+  try {
+    for await (const u of storage.listIncomplete(databasePrefix(database))) {
+      if (u.initiated.getTime() < cutoff) incomplete.push(u);
+    }
+  } catch (err) {
+    // Some S3-compatible servers cannot list multipart uploads; say so and go on.
+    ctx.logger.warn({ err: errorMessage(err) }, 'cannot list incomplete uploads on this storage');
+    return [];
+  }
+  return incomplete;
+}
+
+/**
+ * Manifests are deleted before their archives: a backup without its manifest is an orphan, never a half-deleted
+ * backup that looks whole.
+ */
+async function deleteAll(
+  storage: Storage,
+  deleting: readonly StoredBackup[],
+  orphans: readonly StoredBackup[],
+  incomplete: readonly IncompleteUpload[],
+): Promise<void> {
+  const manifests = deleting.map((b) => b.manifestKey!);
+  const archives = [...deleting, ...orphans].flatMap((b) => (b.archiveKey ? [b.archiveKey] : []));
+  if (manifests.length > 0) await storage.deleteMany(manifests);
+  if (archives.length > 0) await storage.deleteMany(archives);
+  for (const u of incomplete) {
+    await storage.abortIncomplete(u).catch((err: unknown) => {
+      throw new StorageError(`cannot abort the incomplete upload of ${u.key}: ${errorMessage(err)}`);
+    });
+  }
+}
+
+function logResult(ctx: JobContext, result: PruneResult): void {
+  const { database, ignored } = result;
+  // The first few one by one, then a count: thousands of planted files must not flood the log.
+  for (const i of ignored.slice(0, 20)) ctx.logger.warn({ database, ...i }, 'prune ignored an object');
+  if (ignored.length > 20) {
+    ctx.logger.warn({ database, more: ignored.length - 20 }, 'prune ignored more objects');
+  }
+  ctx.logger.info(
+    {
+      database,
+      dryRun: result.dryRun,
+      keep: result.keep.length,
+      delete: result.delete.length,
+      ignored: result.ignored.length,
+      incomplete: result.incompleteUploads.length,
+      blocked: result.blocked,
+    },
+    'prune finished',
+  );
 }
 
 /** The database guard only (no dump, no server place): never deletes beside a running backup. Tried once. */

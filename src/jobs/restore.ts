@@ -1,13 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
-import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
-import type { Readable, Transform } from 'node:stream';
+import type { Readable, Transform, Writable } from 'node:stream';
 import { resolveTarget, type PgSettings } from '../config/index.js';
 import {
   AbortedError,
-  BackupNotFoundError,
   ChecksumMismatchError,
   ConfigError,
   CorruptArchiveError,
@@ -18,25 +16,21 @@ import {
   VersionMismatchError,
   errorMessage,
 } from '../errors.js';
-import { findBackup } from '../catalog/backups.js';
-import {
-  MANIFEST_MAX_BYTES,
-  manifestTrust,
-  parseManifest,
-  type Manifest,
-  type ManifestTrust,
-} from '../catalog/manifest.js';
-import { garbageNudger } from '../archive/memory.js';
+import type { Logger } from '../logger.js';
+import { locateArchive, type LocatedArchive } from '../catalog/backups.js';
+import { manifestTrust } from '../catalog/manifest.js';
 import {
   commentOnDatabase,
+  createDatabase,
   databaseInfo,
   dropDatabase,
   renameDatabase,
+  serverVersionNum,
   withAdminDb,
 } from '../postgres/admin.js';
-import { describeExit, spawnChild, type Child } from '../postgres/child.js';
-import { conninfoDbname, PsqlSink } from '../postgres/psql.js';
-import { childEnv, connectionArgs, type QueryOptions } from '../postgres/connection.js';
+import { describeExit, type Child } from '../postgres/child.js';
+import { PsqlSink, spawnRestorePsql } from '../postgres/psql.js';
+import type { QueryOptions } from '../postgres/connection.js';
 import {
   claimStaging,
   dropIfAbandoned,
@@ -47,12 +41,18 @@ import {
 } from '../postgres/restore-lock.js';
 import { describeConnectError } from '../postgres/server.js';
 import { findTool, serverMajor } from '../postgres/tools.js';
-import { parseKey } from '../catalog/layout.js';
-import type { Storage } from '../storage/index.js';
-import { throttle, type JobContext, type JobDeps } from './context.js';
+import type { JobContext, JobDeps } from './context.js';
+import {
+  archiveGate,
+  ArchiveCheck,
+  asCorruptArchive,
+  checkStoredSize,
+  SizeLimit,
+  sqlGate,
+} from '../archive/check.js';
+import { garbageNudger } from '../archive/memory.js';
+import { withJobRun } from '../archive/run.js';
 import { defineJob } from './definition.js';
-import { asCorruptArchive, checkStoredSize, SizeLimit, verifyArchive } from '../archive/restore-check.js';
-import { DUMP_COMPLETE, EndGate } from '../archive/gates.js';
 import { SqlGuard } from '../archive/sql-filter.js';
 import { DigestStream } from '../archive/digest.js';
 
@@ -98,9 +98,6 @@ export interface RestoreResult {
 /** The most a PostgreSQL identifier can hold (NAMEDATALEN - 1). */
 const MAX_NAME_BYTES = 63;
 
-/** Settings for psql's session on a brand-new database: faster index builds, no waiting on WAL flushes. */
-export const RESTORE_PGOPTIONS = '-c maintenance_work_mem=256MB -c synchronous_commit=off';
-
 function checkTargetName(into: string): void {
   if (!into || into.trim() === '') {
     throw new ConfigError('no target database given: pass --into NEW_DB, e.g. --into fractal_db_restored');
@@ -123,320 +120,291 @@ export function restoreNonce(): string {
   return randomBytes(12).toString('hex');
 }
 
-interface Archive {
-  readonly key: string;
+/** What the preflight found and decided: everything the later steps need. */
+interface Plan {
+  readonly input: RestoreInput;
+  readonly pg: PgSettings;
+  readonly q: QueryOptions;
+  readonly archive: LocatedArchive;
+  /** Where the archive is, for messages. */
+  readonly where: string;
+  /** The comment that marks this restore's databases: "pgshelf restore NONCE". */
+  readonly marker: string;
+  readonly owner: string;
+  readonly warnings: readonly string[];
+  /** An earlier attempt of this restore (same nonce) already completed it. */
+  readonly done: boolean;
+  readonly createdb: string;
+  readonly psql: string;
+}
+
+/** A staging database created for this attempt, and the claim that keeps other attempts from dropping it. */
+interface Staging {
+  readonly name: string;
+  readonly claim: { release(): Promise<void> };
+}
+
+/** What the stream read and sent. */
+interface Streamed {
   readonly bytes: number;
-  readonly manifest: Manifest | undefined;
-  readonly backupId: string | null;
-  readonly sourceDatabase: string | null;
+  readonly sha256: string;
+  readonly uncompressedBytes: number;
 }
 
-async function locateArchive(
-  storage: Storage,
-  database: string,
-  input: RestoreInput,
-  trust: ManifestTrust,
-): Promise<Archive> {
-  if (input.key !== undefined) {
-    const info = await storage.stat(input.key);
-    if (!info) throw new BackupNotFoundError(`${storage.locate(input.key)} does not exist: check --key`);
-    // A pgshelf archive given by key still gets its manifest checks.
-    const parsed = parseKey(input.key);
-    const manifestKey = parsed ? `${parsed.base}.manifest.json` : undefined;
-    const manifestBody = manifestKey
-      ? await storage.getObject(manifestKey, { maxBytes: MANIFEST_MAX_BYTES })
-      : undefined;
-    const manifest =
-      manifestBody && manifestKey
-        ? parseManifest(manifestBody, manifestKey, trust, storage.locate(manifestKey))
-        : undefined;
-    return {
-      key: input.key,
-      bytes: info.size,
-      manifest,
-      backupId: manifest?.id ?? null,
-      sourceDatabase: manifest?.database ?? null,
-    };
-  }
-  const { backup, manifest } = await findBackup(storage, database, input.backup ?? 'latest', trust);
-  return {
-    key: manifest.archive.key,
-    bytes: manifest.archive.bytes,
-    manifest,
-    backupId: backup.id,
-    sourceDatabase: manifest.database,
-  };
-}
-
+/**
+ * Restores an archive into a new database: preflight (find and check the archive, the target, the server) ->
+ * create a staging database -> stream the archive into it with psql, in one transaction -> promote it (rename it
+ * to the target). A failed attempt drops its staging database; the target's name is taken only at the end.
+ */
 export function createRestoreJob(deps: JobDeps) {
   const now = deps.now ?? (() => new Date());
   return async function restore(input: RestoreInput, ctx: JobContext): Promise<RestoreResult> {
-    const { config, storage } = deps;
     const log = ctx.logger;
-    checkTargetName(input.into);
-    const target = resolveTarget(config, input.database);
-    const pg: PgSettings = target.postgres;
-    const q: QueryOptions = { echo: config.dbEcho, logger: log };
-    if (ctx.signal.aborted) throw new AbortedError();
-
-    const archive = await locateArchive(storage, target.name, input, manifestTrust(config));
-    if (archive.manifest) await checkStoredSize(storage, archive.key, archive.manifest);
-    if (input.verifyFirst ?? input.key !== undefined) {
-      log.info({ key: archive.key }, 'verifying the whole archive before restoring it');
-      await verifyArchive(storage, archive.key, archive.manifest, ctx.signal);
-    }
-    const nonce = input.nonce ?? restoreNonce();
-    if (!/^[0-9A-Za-z-]{8,64}$/.test(nonce)) {
-      throw new ConfigError(
-        `restore nonce "${nonce}" is not 8-64 letters, digits or dashes, e.g. ${restoreNonce()}`,
-      );
-    }
-    const staging = stagingName();
-    const marker = `pgshelf restore ${nonce}`;
-    const owner = pg.user ?? os.userInfo().username;
-    const warnings: string[] = [];
-
-    // Server version, the target's existence, and leftovers of earlier attempts of this same restore, under the
-    // target's advisory lock (released when the connection closes).
-    const server = await withAdminDb(pg, q, async (db) => {
-      const [row] = await db.query<{ num: string }>(`SELECT current_setting('server_version_num') AS num`);
-      const power = await rolePowers(db, owner);
-      if (power.length > 0) {
-        // An archive's SQL runs with this role's rights: a superuser's restore can reach the whole server.
-        warnings.push(
-          `the restoring role "${owner}" (POSTGRES_USER) has ${power.join(' and ')}: the archive's SQL runs with ` +
-            'those rights. Restore with a role that only has CREATEDB (see "Restoring" in the README)',
-        );
-      }
-      await lockRestoreTarget(db, input.into);
-      const existing = await databaseInfo(db, input.into);
-      if (existing) {
-        // An earlier attempt of this restore renamed the database and then died: the restore is done.
-        if (existing.comment?.startsWith(`${marker} completed`))
-          return { versionNum: Number(row?.num), done: true };
-        throw targetExists(input.into, existing.owner);
-      }
-      for (const name of await stagingDatabases(db, `${marker} `)) {
-        if (await dropIfAbandoned(db, name)) {
-          log.warn(
-            { staging: name },
-            'dropped the unfinished restore left by an earlier attempt of this restore',
-          );
-        }
-      }
-      return { versionNum: Number(row?.num), done: false };
-    }).catch((err: unknown) => {
-      if (err instanceof PgshelfError) throw err;
-      throw describeConnectError(err, pg, 'postgres');
-    });
-    for (const w of warnings) log.warn({ role: owner }, w);
-    const major = serverMajor(server.versionNum);
-    if (archive.manifest && serverMajor(archive.manifest.serverVersionNum) > major) {
-      throw new VersionMismatchError(
-        `the backup comes from PostgreSQL ${archive.manifest.serverVersion} but the target server is ` +
-          `${major}: restore into a server of major version ${serverMajor(archive.manifest.serverVersionNum)} or newer`,
-      );
-    }
+    const plan = await preflight(deps, input, ctx);
     const startedAt = now();
-    if (server.done) {
+    if (plan.done) {
       log.info({ into: input.into }, 'an earlier attempt of this restore (same nonce) already completed it');
-      return result(0, 0, '');
+      return result(plan, 0, { bytes: plan.archive.bytes, sha256: '', uncompressedBytes: 0 });
     }
+    const staging = await createStaging(deps, plan, ctx);
+    let streamed: Streamed | undefined;
+    let doneElsewhere: boolean;
+    try {
+      streamed = await stream(deps, plan, staging.name, ctx);
+      doneElsewhere = await promote(plan, staging.name, now);
+    } catch (err) {
+      await dropStaging(plan, staging.name, log);
+      await staging.claim.release();
+      // The stream explains its own failures (it has psql's stderr); promote's are explained here.
+      throw streamed ? explainRestoreFailure(err, undefined, undefined, ctx.signal, plan) : err;
+    }
+    if (doneElsewhere) {
+      await dropStaging(plan, staging.name, log);
+      log.info({ into: input.into }, 'another attempt of this restore (same nonce) completed it first');
+    }
+    await staging.claim.release();
+    const res = result(plan, now().getTime() - startedAt.getTime(), streamed);
+    log.info({ into: input.into, ms: res.durationMs, bytes: res.bytes }, 'restore finished');
+    return res;
+  };
+}
 
-    const [createdb, psql] = await Promise.all([
-      findTool('createdb', major, { binDir: config.pgBinDir, env: config.childEnv }),
-      findTool('psql', major, { binDir: config.pgBinDir, env: config.childEnv }),
-    ]);
-    log.info(
-      { into: input.into, staging, key: archive.key, backup: archive.backupId, bytes: archive.bytes },
-      'restore started',
+/**
+ * Step 1: the archive (found, its stored size and, with verifyFirst, all of it checked), the target's name (free,
+ * or taken by an earlier attempt of this same restore), leftovers of earlier attempts dropped, the server's
+ * version against the backup's, and the client tools for that version.
+ */
+async function preflight(deps: JobDeps, input: RestoreInput, ctx: JobContext): Promise<Plan> {
+  const { config, storage } = deps;
+  const log = ctx.logger;
+  checkTargetName(input.into);
+  const target = resolveTarget(config, input.database);
+  const pg: PgSettings = target.postgres;
+  const q: QueryOptions = { echo: config.dbEcho, logger: log };
+  if (ctx.signal.aborted) throw new AbortedError();
+
+  const archive = await locateArchive(storage, target.name, input, manifestTrust(config));
+  if (archive.manifest) await checkStoredSize(storage, archive.key, archive.manifest);
+  if (input.verifyFirst ?? input.key !== undefined) {
+    log.info({ key: archive.key }, 'verifying the whole archive before restoring it');
+    await new ArchiveCheck(storage, archive.key, archive.manifest).run(ctx.signal);
+  }
+  const nonce = input.nonce ?? restoreNonce();
+  if (!/^[0-9A-Za-z-]{8,64}$/.test(nonce)) {
+    throw new ConfigError(
+      `restore nonce "${nonce}" is not 8-64 letters, digits or dashes, e.g. ${restoreNonce()}`,
     );
+  }
+  const marker = `pgshelf restore ${nonce}`;
+  const owner = pg.user ?? os.userInfo().username;
+  const { versionNum, done, warnings } = await checkTarget(pg, q, input.into, marker, owner, log);
+  for (const w of warnings) log.warn({ role: owner }, w);
+  const major = serverMajor(versionNum);
+  if (archive.manifest && serverMajor(archive.manifest.serverVersionNum) > major) {
+    throw new VersionMismatchError(
+      `the backup comes from PostgreSQL ${archive.manifest.serverVersion} but the target server is ` +
+        `${major}: restore into a server of major version ${serverMajor(archive.manifest.serverVersionNum)} or newer`,
+    );
+  }
+  const plan = { input, pg, q, archive, where: storage.locate(archive.key), marker, owner, warnings };
+  if (done) return { ...plan, done: true, createdb: '', psql: '' };
+  const [createdb, psql] = await Promise.all([
+    findTool('createdb', major, { binDir: config.pgBinDir, env: config.childEnv }),
+    findTool('psql', major, { binDir: config.pgBinDir, env: config.childEnv }),
+  ]);
+  return { ...plan, done: false, createdb: createdb.path, psql: psql.path };
+}
 
-    // 1. A fresh database, owned by POSTGRES_USER, created by POSTGRES_ADMIN_USER (template0: nothing in it).
-    const createArgs = [...connectionArgs(pg, 'admin'), '--no-password', '--template=template0'];
-    if (pg.user !== undefined) createArgs.push(`--owner=${pg.user}`);
-    // The description is the in-progress marker: a staging database is never there without its restore's nonce.
-    createArgs.push('--', staging, `${marker} in progress: restoring ${archive.key} into ${input.into}`);
-    // This attempt's claim on its staging database, held until it ends: a retry drops only abandoned ones.
-    const claim = await holdWhileRunning(pg, q, (db) => claimStaging(db, staging));
-    // Under the target's lock, so no restore finishing meanwhile is missed.
-    const creating = withAdminDb(pg, q, async (db) => {
-      await lockRestoreTarget(db, input.into);
-      const existing = await databaseInfo(db, input.into);
-      if (existing) throw targetExists(input.into, existing.owner, ' (another restore finished first)');
-      const created = spawnChild(createdb.path, createArgs, {
-        env: childEnv(config.childEnv, pg, 'admin'),
-        logger: log,
-        echo: config.dbEcho,
-        stdout: 'ignore',
-      });
-      const createdStatus = await created.exited;
-      if (createdStatus.code !== 0) {
-        throw new RestoreFailedError(
-          `createdb ${describeExit(createdStatus)}: ${created.stderr.text(5)}. Check that POSTGRES_ADMIN_USER ` +
-            `(${pg.adminUser ?? 'default'}) may create databases`,
+/**
+ * The server's version, a warning when the restoring role has more power than a restore needs, and the target's
+ * name: free, or taken by an earlier attempt of this same restore (done). Leftovers of earlier attempts are
+ * dropped. Under the target's advisory lock (released when the connection closes).
+ */
+async function checkTarget(
+  pg: PgSettings,
+  q: QueryOptions,
+  into: string,
+  marker: string,
+  owner: string,
+  log: Logger,
+): Promise<{ versionNum: number; done: boolean; warnings: string[] }> {
+  return withAdminDb(pg, q, async (db) => {
+    const versionNum = await serverVersionNum(db);
+    const warnings: string[] = [];
+    const power = await rolePowers(db, owner);
+    if (power.length > 0) {
+      // An archive's SQL runs with this role's rights: a superuser's restore can reach the whole server.
+      warnings.push(
+        `the restoring role "${owner}" (POSTGRES_USER) has ${power.join(' and ')}: the archive's SQL runs with ` +
+          'those rights. Restore with a role that only has CREATEDB (see "Restoring" in the README)',
+      );
+    }
+    await lockRestoreTarget(db, into);
+    const existing = await databaseInfo(db, into);
+    if (existing) {
+      // An earlier attempt of this restore renamed the database and then died: the restore is done.
+      if (existing.comment?.startsWith(`${marker} completed`)) return { versionNum, done: true, warnings };
+      throw targetExists(into, existing.owner);
+    }
+    for (const name of await stagingDatabases(db, `${marker} `)) {
+      if (await dropIfAbandoned(db, name)) {
+        log.warn(
+          { staging: name },
+          'dropped the unfinished restore left by an earlier attempt of this restore',
         );
       }
-    });
-    await creating.catch(async (err: unknown) => {
-      await claim.release();
-      throw err;
-    });
-    const cleanup = async (): Promise<void> => {
-      await withAdminDb(pg, q, (db) => dropDatabase(db, staging)).catch((err: unknown) =>
-        log.error(
-          { err: errorMessage(err), staging },
-          'could not drop the unfinished restore; drop it by hand',
-        ),
-      );
-    };
+    }
+    return { versionNum, done: false, warnings };
+  }).catch((err: unknown) => {
+    if (err instanceof PgshelfError) throw err;
+    throw describeConnectError(err, pg, 'postgres');
+  });
+}
 
-    let doneElsewhere: boolean;
-    let digest: DigestStream | undefined;
-    let sqlGate: EndGate | undefined;
+/**
+ * Step 2: a fresh database, owned by POSTGRES_USER, created by POSTGRES_ADMIN_USER (template0: nothing in it),
+ * and this attempt's claim on it, held until the attempt ends: a retry drops only abandoned ones.
+ */
+async function createStaging(deps: JobDeps, plan: Plan, ctx: JobContext): Promise<Staging> {
+  const { config } = deps;
+  const { pg, q, input, archive } = plan;
+  const log = ctx.logger;
+  const name = stagingName();
+  log.info(
+    { into: input.into, staging: name, key: archive.key, backup: archive.backupId, bytes: archive.bytes },
+    'restore started',
+  );
+  const claim = await holdWhileRunning(pg, q, (db) => claimStaging(db, name));
+  // Under the target's lock, so no restore finishing meanwhile is missed.
+  const creating = withAdminDb(pg, q, async (db) => {
+    await lockRestoreTarget(db, input.into);
+    const existing = await databaseInfo(db, input.into);
+    if (existing) throw targetExists(input.into, existing.owner, ' (another restore finished first)');
+    // The description is the in-progress marker: a staging database is never there without its restore's nonce.
+    const comment = `${plan.marker} in progress: restoring ${archive.key} into ${input.into}`;
+    await createDatabase(
+      plan.createdb,
+      pg,
+      { env: config.childEnv, logger: log, echo: config.dbEcho },
+      name,
+      comment,
+    );
+  });
+  await creating.catch(async (err: unknown) => {
+    await claim.release();
+    throw err;
+  });
+  return { name, claim };
+}
+
+/**
+ * Step 3: storage -> [size limit] -> SHA-256 -> archive checks -> gunzip -> SQL checks -> SQL guard -> psql, in one
+ * transaction: psql commits only when its input ends, and the gates hold that end back until every check passed.
+ * Explains its own failures (psql's stderr is here).
+ */
+async function stream(deps: JobDeps, plan: Plan, staging: string, ctx: JobContext): Promise<Streamed> {
+  const { config, storage } = deps;
+  const { pg, archive, where } = plan;
+  const manifest = archive.manifest;
+  const digest = new DigestStream({ highWaterMark: 1 << 20 });
+  const nudge = garbageNudger();
+  const sql = sqlGate(manifest, where, (chunk) => nudge(chunk.length));
+  const meter = {
+    phase: 'restore',
+    totalBytes: archive.bytes,
+    bytesIn: () => digest.bytes,
+    bytesOut: () => sql.bytes,
+  };
+  return withJobRun(ctx, meter, async (run) => {
     let child: Child | undefined;
     try {
-      // 2. storage -> SHA-256 -> gunzip -> [ownership filter] -> psql, in one transaction.
-      const abort = new AbortController();
-      const onAbort = (): void => abort.abort(ctx.signal.reason);
-      ctx.signal.addEventListener('abort', onAbort, { once: true });
-      const psqlArgs = [
-        ...connectionArgs(pg),
-        '--no-password',
-        '--no-psqlrc',
-        '--quiet',
-        '--set=ON_ERROR_STOP=1',
-        '--single-transaction',
-        `--dbname=${conninfoDbname(staging)}`,
-      ];
-      child = spawnChild(psql.path, psqlArgs, {
-        env: { ...childEnv(config.childEnv, pg), PGOPTIONS: RESTORE_PGOPTIONS },
-        logger: log,
-        echo: config.dbEcho,
-        stdin: 'pipe',
-        stdout: 'ignore',
-        signal: abort.signal,
-      });
-      const source: Readable = await storage.openRead(archive.key, { signal: abort.signal });
-      digest = new DigestStream({ highWaterMark: 1 << 20 });
-      const d = digest;
-      const manifest = archive.manifest;
-      const archiveGate = new EndGate(() => {
-        if (!manifest) return undefined;
-        if (d.bytes !== manifest.archive.bytes) {
-          return new ChecksumMismatchError(
-            `${storage.locate(archive.key)} is ${d.bytes < manifest.archive.bytes ? 'truncated' : 'too long'}: ` +
-              `read ${d.bytes} bytes, the manifest says ${manifest.archive.bytes}. Restore another backup (\`pgshelf list\`)`,
-          );
-        }
-        if (d.sha256 !== manifest.archive.sha256) {
-          return new ChecksumMismatchError(
-            `${storage.locate(archive.key)} does not match its manifest: SHA-256 ${d.sha256}, expected ` +
-              `${manifest.archive.sha256} (${manifest.archive.bytes} bytes). The archive is damaged; restore ` +
-              'another backup (`pgshelf list`)',
-          );
-        }
-        return undefined;
-      });
-      const nudge = garbageNudger();
-      sqlGate = new EndGate(
-        (g) =>
-          g.tail.complete
-            ? undefined
-            : new CorruptArchiveError(
-                `${storage.locate(archive.key)} ends without pg_dump's "${DUMP_COMPLETE}" line: the dump is ` +
-                  'incomplete; restore another backup',
-              ),
-        (chunk) => nudge(chunk.length),
-      );
-      const report = throttle(ctx.progress);
-      const t0 = Date.now();
-      const progress = (force = false): void => {
-        const elapsedMs = Date.now() - t0;
-        report(
-          {
-            phase: 'restore',
-            bytesIn: d.bytes,
-            bytesOut: sqlGate?.bytes ?? 0,
-            totalBytes: archive.bytes,
-            elapsedMs,
-            rate: elapsedMs > 0 ? (d.bytes * 1000) / elapsedMs : 0,
-          },
-          force,
-        );
-      };
-      const ticker = setInterval(progress, 1000);
+      const tool = { env: config.childEnv, logger: ctx.logger, echo: config.dbEcho };
+      child = spawnRestorePsql(plan.psql, pg, staging, tool, run.signal);
+      const source: Readable = await storage.openRead(archive.key, { signal: run.signal });
       const stages: (Readable | Transform | Writable)[] = [source];
-      if (manifest) stages.push(new SizeLimit(manifest.archive.bytes, storage.locate(archive.key)));
-      stages.push(digest, archiveGate, createGunzip({ chunkSize: 128 * 1024 }));
+      if (manifest) stages.push(new SizeLimit(manifest.archive.bytes, where));
+      stages.push(digest, archiveGate(manifest, where, digest), createGunzip({ chunkSize: 128 * 1024 }));
       // Only SQL reaches psql: its own \restrict first (a key the archive cannot know), then the lexed archive.
       stages.push(
-        sqlGate,
-        new SqlGuard({ noOwner: input.noOwner, restrictKey: randomBytes(32).toString('hex') }),
+        sql,
+        new SqlGuard({ noOwner: plan.input.noOwner, restrictKey: randomBytes(32).toString('hex') }),
       );
       stages.push(new PsqlSink(child));
-      try {
-        await pipeline(stages as [Readable, ...Transform[], Writable], { signal: abort.signal });
-        const status = await child.exited;
-        if (status.code !== 0) throw new RestoreFailedError(`psql ${describeExit(status)}`);
-        progress(true);
-      } finally {
-        clearInterval(ticker);
-        ctx.signal.removeEventListener('abort', onAbort);
-      }
-
-      // 3. Only a complete, verified, committed restore gets the target's name.
-      doneElsewhere = await withAdminDb(pg, q, async (db) => {
-        await lockRestoreTarget(db, input.into);
-        const existing = await databaseInfo(db, input.into);
-        // Another attempt of this same restore (a worker that lost its lock) finished first: done all the same.
-        if (existing?.comment?.startsWith(`${marker} completed`)) return true;
-        if (existing) throw targetExists(input.into, existing.owner, ' (another restore finished first)');
-        await renameDatabase(db, staging, input.into);
-        await commentOnDatabase(
-          db,
-          input.into,
-          `${marker} completed ${now().toISOString()}: restored from ${archive.key}`,
-        );
-        return false;
-      });
+      await pipeline(stages as [Readable, ...Transform[], Writable], { signal: run.signal });
+      const status = await child.exited;
+      if (status.code !== 0) throw new RestoreFailedError(`psql ${describeExit(status)}`);
+      run.report();
+      return { bytes: digest.bytes, sha256: digest.sha256, uncompressedBytes: sql.bytes };
     } catch (err) {
       child?.kill('SIGKILL');
       const status = child ? await child.exited : undefined;
-      await cleanup();
-      await claim.release();
-      throw explainRestoreFailure(err, child, status, ctx.signal, input);
+      throw explainRestoreFailure(err, child, status, ctx.signal, plan);
     }
-    if (doneElsewhere) {
-      await cleanup();
-      log.info({ into: input.into }, 'another attempt of this restore (same nonce) completed it first');
-    }
-    await claim.release();
-    const finished = now();
-    const res = result(finished.getTime() - startedAt.getTime(), sqlGate.bytes, digest.sha256, digest.bytes);
-    log.info({ into: input.into, ms: res.durationMs, bytes: res.bytes }, 'restore finished');
-    return res;
+  });
+}
 
-    function result(
-      durationMs: number,
-      uncompressedBytes: number,
-      sha256: string,
-      bytes = archive.bytes,
-    ): RestoreResult {
-      return {
-        database: input.into,
-        owner,
-        backupId: archive.backupId,
-        sourceDatabase: archive.sourceDatabase,
-        archiveKey: archive.key,
-        bytes,
-        uncompressedBytes,
-        sha256: sha256 || (archive.manifest?.archive.sha256 ?? ''),
-        checkedAgainstManifest: archive.manifest !== undefined,
-        warnings,
-        durationMs,
-      };
-    }
+/**
+ * Step 4: only a complete, verified, committed restore gets the target's name. Returns true when another attempt
+ * of this same restore (a worker that lost its lock) finished first: done all the same.
+ */
+async function promote(plan: Plan, staging: string, now: () => Date): Promise<boolean> {
+  const { pg, q, input, marker, archive } = plan;
+  return withAdminDb(pg, q, async (db) => {
+    await lockRestoreTarget(db, input.into);
+    const existing = await databaseInfo(db, input.into);
+    if (existing?.comment?.startsWith(`${marker} completed`)) return true;
+    if (existing) throw targetExists(input.into, existing.owner, ' (another restore finished first)');
+    await renameDatabase(db, staging, input.into);
+    await commentOnDatabase(
+      db,
+      input.into,
+      `${marker} completed ${now().toISOString()}: restored from ${archive.key}`,
+    );
+    return false;
+  });
+}
+
+/** Drops a staging database this attempt created; a failure to is logged, never thrown over the real error. */
+async function dropStaging(plan: Plan, staging: string, log: Logger): Promise<void> {
+  await withAdminDb(plan.pg, plan.q, (db) => dropDatabase(db, staging)).catch((err: unknown) =>
+    log.error({ err: errorMessage(err), staging }, 'could not drop the unfinished restore; drop it by hand'),
+  );
+}
+
+function result(plan: Plan, durationMs: number, streamed: Streamed): RestoreResult {
+  const { archive } = plan;
+  return {
+    database: plan.input.into,
+    owner: plan.owner,
+    backupId: archive.backupId,
+    sourceDatabase: archive.sourceDatabase,
+    archiveKey: archive.key,
+    bytes: streamed.bytes,
+    uncompressedBytes: streamed.uncompressedBytes,
+    sha256: streamed.sha256 || (archive.manifest?.archive.sha256 ?? ''),
+    checkedAgainstManifest: archive.manifest !== undefined,
+    warnings: plan.warnings,
+    durationMs,
   };
 }
 
@@ -445,7 +413,7 @@ function explainRestoreFailure(
   child: Child | undefined,
   status: { code: number | null; signal: NodeJS.Signals | null } | undefined,
   signal: AbortSignal,
-  { into, noOwner }: RestoreInput,
+  { input: { into, noOwner }, archive, where }: Pick<Plan, 'input' | 'archive' | 'where'>,
 ): Error {
   if (signal.aborted) {
     return new AbortedError(`restore aborted: ${errorMessage(signal.reason)}; "${into}" was not created`);
@@ -458,7 +426,7 @@ function explainRestoreFailure(
   ) {
     return err;
   }
-  const corrupt = asCorruptArchive(err);
+  const corrupt = asCorruptArchive(err, archive.manifest, where);
   if (corrupt) return corrupt;
   // psql's own words are the useful part of an SQL failure.
   const stderr = child?.stderr.text(15);

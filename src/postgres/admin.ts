@@ -1,7 +1,10 @@
 /** Database-level operations for restores, run as POSTGRES_ADMIN_USER on the maintenance database. */
 import pg from 'pg';
 import type { PgSettings } from '../config/index.js';
-import { Db, quoteIdent, type QueryOptions } from './connection.js';
+import { RestoreFailedError } from '../errors.js';
+import { describeExit, spawnChild } from './child.js';
+import { childEnv, connectionArgs, Db, quoteIdent, type QueryOptions } from './connection.js';
+import type { ToolOptions } from './psql.js';
 
 /** Connects as the admin role to `postgres`, or to `template1` where there is no `postgres` database. */
 export async function withAdminDb<T>(
@@ -48,4 +51,39 @@ export async function commentOnDatabase(db: Db, name: string, comment: string): 
   // COMMENT takes a literal, not a parameter. The driver's escaping writes E'...' when there is a backslash, so the
   // literal means the same whatever standard_conforming_strings says.
   await db.query(`COMMENT ON DATABASE ${quoteIdent(name)} IS ${pg.escapeLiteral(comment)}`);
+}
+
+/** The server's version as a number (150004 for 15.4). */
+export async function serverVersionNum(db: Db): Promise<number> {
+  const [row] = await db.query<{ num: string }>(`SELECT current_setting('server_version_num') AS num`);
+  return Number(row?.num);
+}
+
+/**
+ * Creates database `name` with the createdb at `createdb`, as POSTGRES_ADMIN_USER, owned by POSTGRES_USER, from
+ * template0 (nothing in it), with `comment` as its description.
+ */
+export async function createDatabase(
+  createdb: string,
+  settings: PgSettings,
+  tool: ToolOptions,
+  name: string,
+  comment: string,
+): Promise<void> {
+  const args = [...connectionArgs(settings, 'admin'), '--no-password', '--template=template0'];
+  if (settings.user !== undefined) args.push(`--owner=${settings.user}`);
+  args.push('--', name, comment);
+  const created = spawnChild(createdb, args, {
+    env: childEnv(tool.env, settings, 'admin'),
+    logger: tool.logger,
+    echo: tool.echo,
+    stdout: 'ignore',
+  });
+  const status = await created.exited;
+  if (status.code !== 0) {
+    throw new RestoreFailedError(
+      `createdb ${describeExit(status)}: ${created.stderr.text(5)}. Check that POSTGRES_ADMIN_USER ` +
+        `(${settings.adminUser ?? 'default'}) may create databases`,
+    );
+  }
 }

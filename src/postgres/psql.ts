@@ -1,6 +1,9 @@
 import { Writable } from 'node:stream';
+import type { Env, PgSettings } from '../config/index.js';
 import { RestoreFailedError } from '../errors.js';
-import { describeExit, type Child, type ExitStatus } from './child.js';
+import type { Logger } from '../logger.js';
+import { describeExit, spawnChild, type Child, type ExitStatus } from './child.js';
+import { childEnv, connectionArgs } from './connection.js';
 
 /**
  * psql's stdin as the end of a pipeline. Ending it lets psql COMMIT; destroying it on an error first kills
@@ -88,4 +91,41 @@ export class PsqlSink extends Writable {
  */
 export function conninfoDbname(name: string): string {
   return `dbname='${name.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+}
+
+/** How the client tools run: their base environment, and whether to log their argv. */
+export interface ToolOptions {
+  readonly env: Env;
+  readonly logger?: Logger;
+  readonly echo?: boolean;
+}
+
+/** Settings for psql's session on a brand-new database: faster index builds, no waiting on WAL flushes. */
+export const RESTORE_PGOPTIONS = '-c maintenance_work_mem=256MB -c synchronous_commit=off';
+
+/** psql reading a restore's SQL on stdin into `dbname`, all in one transaction, stopping at the first error. */
+export function spawnRestorePsql(
+  psql: string,
+  settings: PgSettings,
+  dbname: string,
+  tool: ToolOptions,
+  signal: AbortSignal,
+): Child {
+  const args = [
+    ...connectionArgs(settings),
+    '--no-password',
+    '--no-psqlrc',
+    '--quiet',
+    '--set=ON_ERROR_STOP=1',
+    '--single-transaction',
+    `--dbname=${conninfoDbname(dbname)}`,
+  ];
+  return spawnChild(psql, args, {
+    env: { ...childEnv(tool.env, settings), PGOPTIONS: RESTORE_PGOPTIONS },
+    logger: tool.logger,
+    echo: tool.echo,
+    stdin: 'pipe',
+    stdout: 'ignore',
+    signal,
+  });
 }

@@ -2,7 +2,7 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, expect, it } from 'vitest';
 import { ChecksumMismatchError } from '../../src/errors.js';
-import { SizeLimit } from '../../src/archive/restore-check.js';
+import { SizeLimit } from '../../src/archive/check.js';
 
 describe('SizeLimit', () => {
   it('errors at the first chunk past the limit and reads nothing after it', async () => {
