@@ -75,30 +75,37 @@ export function formatLocal(naive: number): string {
   return new Date(naive).toISOString().slice(0, 19);
 }
 
-export function validateCron(expr: string, where: string): void {
+/** `where` names the setting: `sep` and `exampleKey` let YAML say `databases[0].schedule: ...` (default: `NAME=`). */
+export function validateCron(expr: string, where: string, sep = '=', exampleKey = where): void {
   const fields = expr.trim().split(/\s+/);
   if (fields.length < 5 || fields.length > 6) {
     throw new ConfigError(
-      `${where}=${JSON.stringify(expr)} is not a cron expression: expected 5 fields (minute hour day month weekday) ` +
-        `or 6 (with seconds first), e.g. ${where}="0 2 * * *" for 02:00 every night`,
+      `${where}${sep}${JSON.stringify(expr)} is not a cron expression: expected 5 fields (minute hour day month ` +
+        `weekday) or 6 (with seconds first), e.g. ${exampleKey}${sep}"0 2 * * *" for 02:00 every night`,
     );
   }
   try {
     cronParser.parseExpression(expr, { tz: 'UTC' }).next();
   } catch (err) {
     throw new ConfigError(
-      `${where}=${JSON.stringify(expr)} is not a valid cron expression (${(err as Error).message}), ` +
-        `e.g. ${where}="0 2 * * *" for 02:00 every night`,
+      `${where}${sep}${JSON.stringify(expr)} is not a valid cron expression (${(err as Error).message}), ` +
+        `e.g. ${exampleKey}${sep}"0 2 * * *" for 02:00 every night`,
     );
   }
 }
 
-export function validateTimezone(tz: string, where: string, example = 'Europe/Paris'): string {
+export function validateTimezone(
+  tz: string,
+  where: string,
+  example = 'Europe/Paris',
+  sep = '=',
+  exampleKey = where,
+): string {
   try {
     new Intl.DateTimeFormat('en-US', { timeZone: tz });
   } catch {
     throw new ConfigError(
-      `${where}=${JSON.stringify(tz)} is not a known IANA time zone, e.g. ${where}=${example}`,
+      `${where}${sep}${JSON.stringify(tz)} is not a known IANA time zone, e.g. ${exampleKey}${sep}${example}`,
     );
   }
   return tz;

@@ -16,11 +16,16 @@ import { printJsonError, Runtime } from './runtime.js';
 
 const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
 
+/** The README's Markdown, for a terminal: code spans lose their backticks, links their target. */
+const plain = (markdown: string): string =>
+  markdown.replace(/`/g, '').replace(/\[([^\]]*)\]\([^)]*\)/g, '$1 in the README');
+
 export function buildProgram(): Command {
   // The longest name sets the column, so every meaning starts at the same place.
   const NAME_WIDTH = Math.max(...SETTINGS.map((s) => s.name.length));
   const program = new Command('pgshelf');
   let rt: Runtime | undefined;
+  // The one place process.env is read: config parses it, nothing else looks at it.
   const runtime = (level?: string): Runtime => (rt ??= Runtime.load(process.env, level));
   program
     .version(version)
@@ -30,7 +35,9 @@ export function buildProgram(): Command {
     .addHelpText(
       'after',
       '\nSettings (environment variables):\n' +
-        SETTINGS.map((s) => `  ${s.name.padEnd(NAME_WIDTH)} ${s.meaning} (default: ${s.default})`).join('\n'),
+        SETTINGS.map(
+          (s) => `  ${s.name.padEnd(NAME_WIDTH)} ${plain(s.meaning)} (default: ${plain(s.default)})`,
+        ).join('\n'),
     );
   registerBackup(program, runtime);
   registerRestore(program, runtime);

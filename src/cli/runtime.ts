@@ -1,4 +1,4 @@
-import { loadConfig, resolveTarget, storageIdentity, type Config } from '../config/index.js';
+import { loadConfig, resolveTarget, storageIdentity, type Config, type Env } from '../config/index.js';
 import { AbortedError, BackupRunningError, CommandFailed, errorMessage } from '../errors.js';
 import { createRegistry } from '../jobs/registry.js';
 import { createLogger, type Logger } from '../logger.js';
@@ -27,10 +27,9 @@ export class Runtime {
   ) {}
 
   /** Reads the settings; the CLI logs warnings and up unless PGSHELF_LOG_LEVEL or DB_ECHO asks for more. */
-  static load(env: NodeJS.ProcessEnv = process.env, defaultLevel = 'warn'): Runtime {
-    const config = loadConfig(env);
-    const level = env.PGSHELF_LOG_LEVEL ?? (config.dbEcho ? 'info' : defaultLevel);
-    return new Runtime(config, createLogger(level));
+  static load(env: Env, defaultLogLevel = 'warn'): Runtime {
+    const config = loadConfig(env, { defaultLogLevel });
+    return new Runtime(config, createLogger(config.logLevel));
   }
 
   get storage(): Storage {

@@ -22,55 +22,36 @@
 import path from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node, type YAMLMap } from 'yaml';
 import { checkSsl } from './postgres.js';
+import { RETENTION_SETTINGS, YAML_SETTINGS, type Setting, type YamlSetting } from './settings.js';
 import type { DatabaseTarget, Env, PgSettings, Retention } from './types.js';
+import { yamlNaming } from './validators.js';
 import { ConfigError } from '../errors.js';
-import { validateCron } from '../cron.js';
 
-const CONNECTION_KEYS = [
-  'host',
-  'port',
-  'user',
-  'password',
-  'password_env',
-  'admin_user',
-  'admin_password',
-  'admin_password_env',
-  'sslmode',
-  'sslrootcert',
-];
-const SCHEDULE_KEYS = ['schedule', 'timezone', 'drill_schedule', 'retention'];
+const keysOf = (group: string): string[] =>
+  YAML_SETTINGS.filter((s) => s.yaml.group === group).flatMap((s) =>
+    s.yaml.secret ? [s.yaml.key, `${s.yaml.key}_env`] : [s.yaml.key],
+  );
+const CONNECTION_KEYS = keysOf('connection');
+const SCHEDULE_KEYS = [...keysOf('schedule'), 'retention'];
 const DATABASE_KEYS = ['name', ...CONNECTION_KEYS, ...SCHEDULE_KEYS];
 const DEFAULT_KEYS = [...CONNECTION_KEYS, ...SCHEDULE_KEYS];
-const RETENTION_KEYS: Record<string, keyof Retention> = {
-  keep_last: 'keepLast',
-  daily: 'daily',
-  weekly: 'weekly',
-  monthly: 'monthly',
-  yearly: 'yearly',
-  min_keep: 'minKeep',
-};
+const BY_KEY = new Map<string, YamlSetting>(YAML_SETTINGS.map((s) => [s.yaml.key, s]));
+const RETENTION_EXAMPLE = `retention: { ${RETENTION_SETTINGS.map((s) => `${s.yaml.key}: ${s.setting.fallback}`).join(', ')} }`;
 const EXAMPLES: Record<string, string> = {
+  ...Object.fromEntries(
+    YAML_SETTINGS.flatMap(({ yaml, setting }) => {
+      const example = yaml.example ?? setting.example;
+      // A secret's example points at the _env form: a password belongs in the environment, not in the file.
+      return yaml.secret
+        ? [
+            [yaml.key, `${yaml.key}_env: ${example}`],
+            [`${yaml.key}_env`, `${yaml.key}_env: ${example}`],
+          ]
+        : [[yaml.key, `${yaml.key}: ${example}`]];
+    }),
+  ),
   name: 'name: app',
-  host: 'host: db.internal',
-  port: 'port: 5432',
-  user: 'user: backup',
-  password: 'password_env: BACKUP_PASSWORD',
-  password_env: 'password_env: BACKUP_PASSWORD',
-  admin_user: 'admin_user: postgres',
-  admin_password: 'admin_password_env: PG_ADMIN_PASSWORD',
-  admin_password_env: 'admin_password_env: PG_ADMIN_PASSWORD',
-  sslmode: 'sslmode: verify-full',
-  sslrootcert: 'sslrootcert: /etc/pgshelf/root.crt',
-  schedule: 'schedule: "0 2 * * *"',
-  drill_schedule: 'drill_schedule: "0 5 * * 0"',
-  timezone: 'timezone: Europe/Paris',
-  retention: 'retention: { keep_last: 7, daily: 7, weekly: 4, monthly: 12, yearly: 0, min_keep: 3 }',
-  keep_last: 'keep_last: 7',
-  daily: 'daily: 7',
-  weekly: 'weekly: 4',
-  monthly: 'monthly: 12',
-  yearly: 'yearly: 2',
-  min_keep: 'min_keep: 3',
+  retention: RETENTION_EXAMPLE,
   defaults: 'defaults:\n  host: db.internal',
   databases: 'databases:\n  - name: app',
 };
@@ -95,7 +76,6 @@ export function parseConfigFile(
   file: string,
   inherited: Inherited,
   env: Env,
-  validateTimezone: (tz: string, where: string) => string,
 ): DatabaseTarget[] {
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
@@ -126,7 +106,7 @@ export function parseConfigFile(
     if (!isMap(defaultsNode))
       throw fail(defaultsNode, '"defaults" must be a mapping, e.g. defaults:\n  host: db.internal');
     checkKeys(defaultsNode, DEFAULT_KEYS, '"defaults"', fail);
-    base = applyEntry(defaultsNode, base, 'defaults', env, fail, validateTimezone, file);
+    base = applyEntry(defaultsNode, base, 'defaults', env, fail, file);
   }
 
   const list = root.get('databases', true) as Node | undefined;
@@ -147,7 +127,7 @@ export function parseConfigFile(
       throw fail(nameNode ?? item, `${where}.name must be a database name, e.g. name: app`);
     if (seen.has(name)) throw fail(nameNode, `database "${name}" is listed twice`);
     seen.add(name);
-    const s = applyEntry(item, base, where, env, fail, validateTimezone, file);
+    const s = applyEntry(item, base, where, env, fail, file);
     return Object.freeze({
       name,
       // Named in connection errors, so a hint points at this entry rather than at POSTGRES_DB.
@@ -185,7 +165,6 @@ function applyEntry(
   where: string,
   env: Env,
   fail: (n: Node | null | undefined, m: string) => ConfigError,
-  validateTimezone: (tz: string, where: string) => string,
   file: string,
 ): Inherited {
   const node = (key: string): Node | undefined => map.get(key, true);
@@ -211,15 +190,21 @@ function applyEntry(
     }
     return text(key);
   };
+  /** The key's value through its setting's validator, so the file and the environment accept the same. */
+  const parsed = <T>(key: string, label = `${where}.${key}`, n = node(key)): T | undefined => {
+    if (n === undefined) return undefined;
+    const { setting, yaml } = BY_KEY.get(key)!;
+    const v = isScalar(n) ? n.value : undefined;
+    const raw = typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean' ? String(v) : '';
+    try {
+      return (setting as Setting<T>).parse(raw, yamlNaming(label, key), yaml.example ?? setting.example);
+    } catch (err) {
+      throw fail(n, (err as Error).message);
+    }
+  };
   const pgBase = base.postgres;
-  let port = pgBase.port;
-  const portNode = node('port');
-  if (portNode !== undefined) {
-    const v = isScalar(portNode) ? Number(portNode.value) : NaN;
-    if (!Number.isInteger(v) || v < 1 || v > 65535)
-      throw fail(portNode, `${where}.port must be 1-65535, e.g. port: 5432`);
-    port = v;
-  }
+  const port = parsed<number>('port') ?? pgBase.port;
+  const host = text('host') === undefined ? pgBase.host : parsed<string>('host')!;
   const user = text('user') ?? pgBase.user;
   const password = secret('password') ?? (text('user') !== undefined ? undefined : pgBase.password);
   const adminUser = text('admin_user') ?? (text('user') !== undefined ? user : pgBase.adminUser);
@@ -246,36 +231,27 @@ function applyEntry(
     }
   }
 
-  const schedule = text('schedule') ?? base.schedule;
-  if (node('schedule')) wrapCron(schedule, `${where}.schedule`, node('schedule'), fail);
-  const drillSchedule = text('drill_schedule') ?? base.drillSchedule;
-  if (node('drill_schedule') && drillSchedule)
-    wrapCron(drillSchedule, `${where}.drill_schedule`, node('drill_schedule'), fail);
-  const timezone = text('timezone') ?? base.timezone;
-  if (node('timezone')) {
-    try {
-      validateTimezone(timezone, `${where}.timezone`);
-    } catch (err) {
-      throw fail(node('timezone'), `${(err as Error).message.replace(/=/g, ': ')}`);
-    }
-  }
+  text('schedule');
+  text('drill_schedule');
+  text('timezone');
+  const schedule = parsed<string>('schedule') ?? base.schedule;
+  const drillSchedule = parsed<string>('drill_schedule') ?? base.drillSchedule;
+  const timezone = parsed<string>('timezone') ?? base.timezone;
 
   let retention = base.retention;
   const r = node('retention');
   if (r !== undefined) {
-    if (!isMap(r)) throw fail(r, `${where}.retention must be a mapping, e.g. ${EXAMPLES.retention}`);
-    checkKeys(r, Object.keys(RETENTION_KEYS), `${where}.retention`, fail);
+    if (!isMap(r)) throw fail(r, `${where}.retention must be a mapping, e.g. ${RETENTION_EXAMPLE}`);
+    checkKeys(
+      r,
+      RETENTION_SETTINGS.map((s) => s.yaml.key),
+      `${where}.retention`,
+      fail,
+    );
     const next: Plain = { ...retention };
-    for (const pair of r.items) {
-      const key = String((pair.key as { value: unknown }).value);
-      const v = isScalar(pair.value) ? Number(pair.value.value) : NaN;
-      if (!Number.isInteger(v) || v < 0 || (key === 'min_keep' && v < 1)) {
-        throw fail(
-          pair.value as Node,
-          `${where}.retention.${key} must be a whole number${key === 'min_keep' ? ' of at least 1' : ''}, e.g. ${key}: 7`,
-        );
-      }
-      next[RETENTION_KEYS[key]!] = v;
+    for (const { yaml, field } of RETENTION_SETTINGS) {
+      const v = parsed<number>(yaml.key, `${where}.retention.${yaml.key}`, r.get(yaml.key, true));
+      if (v !== undefined) next[field] = v;
     }
     retention = Object.freeze(next) as unknown as Retention;
   }
@@ -288,31 +264,13 @@ function applyEntry(
       adminUser,
       adminPassword,
       ...ssl,
-      host: text('host') ?? pgBase.host,
+      host,
     }),
     schedule,
     timezone,
     retention,
     drillSchedule,
   };
-}
-
-function wrapCron(
-  expr: string,
-  where: string,
-  node: Node | undefined,
-  fail: (n: Node | null | undefined, m: string) => ConfigError,
-): void {
-  try {
-    validateCron(expr, where);
-  } catch (err) {
-    throw fail(
-      node,
-      (err as Error).message
-        .replace(`${where}=`, `${where}: `)
-        .replace(`e.g. ${where}="`, 'e.g. schedule: "'),
-    );
-  }
 }
 
 /** Edit distance, for "did you mean". */

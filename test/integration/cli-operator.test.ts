@@ -3,6 +3,7 @@ import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Env } from '../../src/config/index.js';
+import { SETTINGS } from '../../src/config/index.js';
 import { runCli } from '../helpers/cli.js';
 import { pgEnv, tempDir } from '../helpers/env.js';
 import { useCleanup } from '../helpers/lifecycle.js';
@@ -154,6 +155,9 @@ describe('--help', () => {
     expect(new Set(settings.map((l) => /^ {2}[A-Z0-9_]+ +/.exec(l)?.[0].length)).size).toBe(1);
     const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8');
     expect(readme).toMatch(/\| `PGSHELF_LOG_LEVEL` +\| `info` for workers, `warn` for commands +\|/);
+    // Every setting of the table, each on its own line with its default: --help and the README come from it.
+    const listed = [...res.stdout.matchAll(/^ {2}([A-Z][A-Z0-9_]+) +.* \(default: .*\)$/gm)].map((m) => m[1]);
+    expect(listed).toEqual(SETTINGS.map((s) => s.name));
   });
 });
 

@@ -93,8 +93,18 @@ describe('PGSHELF_CONFIG', () => {
       'databases:\n  - name: app\n    password_env: NOPE_NOT_SET\n',
       /:3: databases\[0\]\.password_env names NOPE_NOT_SET, which is not set/,
     ],
-    ['databases:\n  - name: app\n    port: 99999\n', /:3: databases\[0\]\.port must be 1-65535/],
-    ['databases:\n  - name: app\n    retention: { daily: -1 }\n', /retention\.daily must be a whole number/],
+    [
+      'databases:\n  - name: app\n    port: 99999\n',
+      /:3: databases\[0\]\.port: "99999" is invalid: expected a whole number from 1 to 65535, e\.g\. port: 5432/,
+    ],
+    [
+      'databases:\n  - name: app\n    retention: { daily: -1 }\n',
+      /databases\[0\]\.retention\.daily: "-1" is invalid: expected a whole number from 0 to 100000, e\.g\. daily: 7/,
+    ],
+    [
+      'defaults:\n  retention: { min_keep: 0 }\ndatabases:\n  - name: app\n',
+      /:2: defaults\.retention\.min_keep: "0" is invalid: expected a whole number from 1 to 100000/,
+    ],
     ['databases: [\n', /not valid YAML/],
     // An entry indented less than its siblings: the line is named, not "?".
     [
@@ -105,6 +115,34 @@ describe('PGSHELF_CONFIG', () => {
     const { load, file } = await withFile(yaml);
     expect(load).toThrow(message);
     expect(load).toThrow(file);
+  });
+
+  it.each([
+    ['POSTGRES_PORT', 'port', '0', 'port: 0'],
+    ['POSTGRES_HOST', 'host', '"db internal"', 'host: "db internal"'],
+    ['PGSHELF_KEEP_WEEKLY', 'weekly', '1.5', 'retention: { weekly: 1.5 }'],
+    ['PGSHELF_MIN_KEEP', 'min_keep', '0', 'retention: { min_keep: 0 }'],
+    ['PGSHELF_TIMEZONE', 'timezone', 'Mars/Olympus', 'timezone: Mars/Olympus'],
+    ['PGSHELF_SCHEDULE', 'schedule', '"0 2 * *"', 'schedule: "0 2 * *"'],
+  ])('says the same of a bad %s as of a bad %s in the file', async (name, key, value, line) => {
+    const raw = value.replace(/^"|"$/g, '');
+    const fromEnv = (() => {
+      try {
+        loadConfig({ POSTGRES_DB: 'app', [name]: raw });
+      } catch (err) {
+        return (err as Error).message;
+      }
+      return 'accepted';
+    })();
+    // Same check, same words: only the naming differs (NAME="x" vs databases[0].key: "x").
+    const { load } = await withFile(`databases:\n  - name: app\n    ${line}\n`);
+    const label = line.startsWith('retention') ? `databases[0].retention.${key}` : `databases[0].${key}`;
+    const expected = fromEnv
+      .replace(`${name}=`, `${label}: `)
+      .replace(new RegExp(`e\\.g\\. ${name}=(\\S+)`), (_, ex: string) => `e.g. ${key}: ${ex}`);
+    expect(fromEnv).toMatch(/is (invalid|not a)/);
+    // The host's example differs on purpose: a socket directory in the environment, a host name in the file.
+    expect(load).toThrow(key === 'host' ? expected.replace(/e\.g\. .*$/s, '') : expected);
   });
 
   it('ends every unknown-key message with a real example', async () => {

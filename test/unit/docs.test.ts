@@ -10,17 +10,26 @@ describe('README', () => {
     expect(firstBlock).toMatch(/^npm test/m);
   });
 
-  it('documents every setting pgshelf reads', async () => {
+  it("has exactly the settings table's rows: no setting missing, none extra, same defaults and meanings", async () => {
     const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8');
-    const table = readme.slice(readme.indexOf('## Settings'));
-    const missing = SETTINGS.map((s) => s.name).filter((name) => {
-      const short = name.replace(/^PGSHELF_KEEP_/, '_');
-      return (
-        !table.includes(`\`${name}\``) &&
-        !(name.startsWith('PGSHELF_KEEP_') && table.includes(`\`${short}\``))
-      );
-    });
-    expect(missing).toEqual([]);
+    const section = readme.slice(readme.indexOf('\n## Settings\n'));
+    const start = section.indexOf('\n| variable');
+    const table = section.slice(start, section.indexOf('\n\n', start));
+    const rows = table
+      .split('\n')
+      .filter((line) => line.startsWith('| `'))
+      .map((line) => {
+        const [name, def, meaning] = line
+          .slice(1, -1)
+          .split(' | ')
+          .map((cell) => cell.trim());
+        return { name: name!.replace(/`/g, ''), default: def, meaning };
+      });
+    expect(rows.length).toBeGreaterThan(40);
+    const expected = SETTINGS.map((s) => ({ name: s.name, default: s.default, meaning: s.meaning }));
+    // Names first, so a missing or extra row reads as one in the failure, then the whole rows.
+    expect(rows.map((r) => r.name)).toEqual(expected.map((s) => s.name));
+    expect(rows).toEqual(expected);
   });
 });
 
