@@ -8,7 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import { describe, expect, it } from 'vitest';
 import { useCleanup } from '../helpers/lifecycle.js';
 import { createBackupJob } from '../../src/jobs/backup.js';
-import type { JobContext, Progress } from '../../src/jobs/context.js';
+import type { Progress } from '../../src/jobs/context.js';
 import { scanBackups } from '../../src/catalog/backups.js';
 import { readManifest } from '../../src/catalog/manifest.js';
 import { silentLogger } from '../../src/logger.js';
@@ -24,12 +24,9 @@ import {
 } from '../helpers/pg.js';
 import { restoreByHand } from '../helpers/restore.js';
 import { createBucket, testS3Client } from '../helpers/s3.js';
+import { ctx } from '../helpers/jobs.js';
 
 const defer = useCleanup();
-
-function context(progress: Progress[] = [], signal = new AbortController().signal): JobContext {
-  return { signal, logger: silentLogger(), progress: (p) => progress.push(p) };
-}
 
 async function sourceDatabase(name = uniqueName(), rows = 300): Promise<string> {
   await createDatabase(name);
@@ -47,7 +44,7 @@ describe('backup to a local folder', () => {
     const storage = createStorage(config.storage);
     const progress: Progress[] = [];
 
-    const result = await createBackupJob({ config, storage, logger: silentLogger() })({}, context(progress));
+    const result = await createBackupJob({ config, storage, logger: silentLogger() })({}, ctx({ progress }));
 
     // Layout: <db>/<YYYY>/<MM>/<db>_<ts>_<id>.sql.gz next to its manifest.
     const month = new Date().toISOString().slice(0, 7).replace('-', '/');
@@ -90,7 +87,7 @@ describe('backup to S3', () => {
     const bucket = await createBucket();
     const config = testConfig({ ...pgEnv(source), ...s3Env(bucket, 'nightly/pg') });
     const storage = createStorage(config.storage);
-    const result = await createBackupJob({ config, storage, logger: silentLogger() })({}, context());
+    const result = await createBackupJob({ config, storage, logger: silentLogger() })({}, ctx());
     expect(result.archiveLocation).toBe(`s3://${bucket}/nightly/pg/${result.archiveKey}`);
 
     const client = testS3Client();

@@ -10,7 +10,6 @@ import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { StorageError } from '../../src/errors.js';
 import { createBackupJob } from '../../src/jobs/backup.js';
-import type { JobContext } from '../../src/jobs/context.js';
 import { createPruneJob } from '../../src/jobs/prune.js';
 import { silentLogger } from '../../src/logger.js';
 import { createStorage } from '../../src/storage/index.js';
@@ -18,15 +17,10 @@ import { pgEnv, testConfig } from '../helpers/env.js';
 import { storedFiles } from '../helpers/faults.js';
 import { useCleanup } from '../helpers/lifecycle.js';
 import { createDatabase, dropDatabase, uniqueName, withClient } from '../helpers/pg.js';
+import { ctx } from '../helpers/jobs.js';
 
 const execFileAsync = promisify(execFile);
 const defer = useCleanup();
-
-const ctx: JobContext = {
-  signal: new AbortController().signal,
-  logger: silentLogger(),
-  progress: () => undefined,
-};
 
 /** A tmpfs of `size` mounted on a fresh directory, unmounted after the test; undefined (and why) if not allowed. */
 async function smallDisk(size: string): Promise<{ dir: string } | { refused: string }> {
@@ -69,9 +63,9 @@ describe('fault: disk full on folder storage', () => {
     const backup = createBackupJob({ config, storage, logger: silentLogger() });
     const prune = createPruneJob({ config, storage, logger: silentLogger() });
     // Two earlier backups, small enough for the disk: retention alone would delete the older one.
-    await backup({}, ctx);
-    await backup({}, ctx);
-    expect((await prune({ dryRun: true }, ctx)).delete).toHaveLength(1);
+    await backup({}, ctx());
+    await backup({}, ctx());
+    expect((await prune({ dryRun: true }, ctx())).delete).toHaveLength(1);
     // md5 text compresses to about half: ~45 MB of dump is ~24 MB of gzip, more than the disk holds.
     await withClient(db, (c) =>
       c.query(
@@ -81,13 +75,13 @@ describe('fault: disk full on folder storage', () => {
     );
     const before = await storedFiles(dir);
 
-    const err = await backup({}, ctx).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(StorageError);
-    expect((err as Error).message).toMatch(
+    const backingUp = backup({}, ctx());
+    await expect(backingUp).rejects.toThrow(StorageError);
+    await expect(backingUp).rejects.toThrow(
       new RegExp(`cannot write the archive to file://${dir}: ENOSPC: no space left on device`),
     );
     // Free space of the storage, as the operator needs it to size the disk.
-    expect((err as Error).message).toMatch(
+    await expect(backingUp).rejects.toThrow(
       /\(\d+\.\d MiB free of 16\.0 MiB\)\. Check PGSHELF_STORAGE and free space$/,
     );
 
@@ -103,7 +97,7 @@ describe('fault: disk full on folder storage', () => {
     expect(attempt.error).toMatch(/no space left on device/);
 
     // Prune after the failed attempt deletes nothing, and says why.
-    const pruned = await prune({}, ctx);
+    const pruned = await prune({}, ctx());
     expect(pruned.blocked).toMatch(/latest backup attempt failed/);
     expect(pruned.delete).toEqual([]);
     expect(await storedFiles(dir)).toEqual(before);

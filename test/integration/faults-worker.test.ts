@@ -14,7 +14,6 @@ import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { describe, expect, inject, it } from 'vitest';
 import type { Env } from '../../src/config/index.js';
-import type { JobContext } from '../../src/jobs/context.js';
 import { createPruneJob } from '../../src/jobs/prune.js';
 import { silentLogger } from '../../src/logger.js';
 import { createStorage } from '../../src/storage/index.js';
@@ -24,115 +23,108 @@ import { settled } from '../helpers/faults.js';
 import { daemon, queues, redis, useCleanup } from '../helpers/lifecycle.js';
 import { createDatabase, dropDatabase, uniqueName, withClient } from '../helpers/pg.js';
 import { createBucket, testS3Client } from '../helpers/s3.js';
+import { ctx } from '../helpers/jobs.js';
 
 const defer = useCleanup();
 const moto = inject('motoEndpoint');
 
-const ctx: JobContext = {
-  signal: new AbortController().signal,
-  logger: silentLogger(),
-  progress: () => undefined,
-};
-
 describe('fault: worker SIGKILLed mid-backup on S3', () => {
-  it.skipIf(!moto)(
-    'prune aborts the open upload, no orphan counts as a backup, and the job is run again and succeeds',
-    async () => {
-      const db = uniqueName();
-      await createDatabase(db);
-      defer(() => dropDatabase(db), { keepOnFailure: true });
-      // ~100 MB of hex that gzips to ~56 MB (about 11 parts): parts are still going up when the worker is killed.
-      await withClient(db, async (c) => {
-        await c.query('CREATE EXTENSION pgcrypto');
-        await c.query(
-          'CREATE TABLE noise AS SELECT i, gen_random_bytes(1024) AS b FROM generate_series(1, 50000) i',
+  it('prune aborts the open upload, no orphan counts as a backup, and the job is run again and succeeds', async (t) => {
+    if (!moto)
+      t.skip('needs moto_server on PATH: s3rver can neither list nor abort incomplete multipart uploads');
+    const db = uniqueName();
+    await createDatabase(db);
+    defer(() => dropDatabase(db), { keepOnFailure: true });
+    // ~100 MB of hex that gzips to ~56 MB (about 11 parts): parts are still going up when the worker is killed.
+    await withClient(db, async (c) => {
+      await c.query('CREATE EXTENSION pgcrypto');
+      await c.query(
+        'CREATE TABLE noise AS SELECT i, gen_random_bytes(1024) AS b FROM generate_series(1, 50000) i',
+      );
+    });
+    const bucket = await createBucket(moto!);
+    const prefix = uniquePrefix();
+    const env: Env = {
+      ...pgEnv(db),
+      ...s3Env(bucket, 'p', moto!),
+      PGSHELF_GZIP_LEVEL: '1',
+      PGSHELF_RETRY_DELAY: '1',
+      // A job whose worker died is run again after about this long (seconds).
+      PGSHELF_LOCK_DURATION: '4',
+      PGSHELF_QUEUE_PREFIX: prefix,
+      PGSHELF_LOG_LEVEL: 'info',
+    };
+    queues(prefix, defer);
+    const s3 = testS3Client(moto!);
+    defer(() => Promise.resolve(s3.destroy()));
+    const listUploads = async () =>
+      (await s3.send(new ListMultipartUploadsCommand({ Bucket: bucket }))).Uploads ?? [];
+    const listKeys = async () =>
+      ((await s3.send(new ListObjectsV2Command({ Bucket: bucket }))).Contents ?? [])
+        .map((o) => o.Key!)
+        .filter((k) => !k.endsWith('.pgshelf-last-attempt.json'))
+        .sort();
+
+    const first = daemon('worker', env, defer);
+    const queued = await runCli(['backup', '--no-wait', '--json'], env);
+    expect(queued.code, queued.stderr).toBe(0);
+    const { jobId } = JSON.parse(queued.stdout) as { jobId: string };
+    const open = await waitFor(
+      'two parts of the upload',
+      async () => {
+        const [u] = await listUploads();
+        if (!u) return undefined;
+        const parts = await s3.send(
+          new ListPartsCommand({ Bucket: bucket, Key: u.Key, UploadId: u.UploadId }),
         );
-      });
-      const bucket = await createBucket(moto!);
-      const prefix = uniquePrefix();
-      const env: Env = {
-        ...pgEnv(db),
-        ...s3Env(bucket, 'p', moto!),
-        PGSHELF_GZIP_LEVEL: '1',
-        PGSHELF_RETRY_DELAY: '1',
-        // A job whose worker died is run again after about this long (seconds).
-        PGSHELF_LOCK_DURATION: '4',
-        PGSHELF_QUEUE_PREFIX: prefix,
-        PGSHELF_LOG_LEVEL: 'info',
-      };
-      queues(prefix, defer);
-      const s3 = testS3Client(moto!);
-      defer(() => Promise.resolve(s3.destroy()));
-      const listUploads = async () =>
-        (await s3.send(new ListMultipartUploadsCommand({ Bucket: bucket }))).Uploads ?? [];
-      const listKeys = async () =>
-        ((await s3.send(new ListObjectsV2Command({ Bucket: bucket }))).Contents ?? [])
-          .map((o) => o.Key!)
-          .filter((k) => !k.endsWith('.pgshelf-last-attempt.json'))
-          .sort();
+        return (parts.Parts ?? []).length >= 2 ? u : undefined;
+      },
+      45_000,
+    );
+    first.child.kill('SIGKILL');
+    await first.done;
 
-      const first = daemon('worker', env, defer);
-      const queued = await runCli(['backup', '--no-wait', '--json'], env);
-      expect(queued.code, queued.stderr).toBe(0);
-      const { jobId } = JSON.parse(queued.stdout) as { jobId: string };
-      const open = await waitFor(
-        'two parts of the upload',
-        async () => {
-          const [u] = await listUploads();
-          if (!u) return undefined;
-          const parts = await s3.send(
-            new ListPartsCommand({ Bucket: bucket, Key: u.Key, UploadId: u.UploadId }),
-          );
-          return (parts.Parts ?? []).length >= 2 ? u : undefined;
-        },
-        45_000,
-      );
-      first.child.kill('SIGKILL');
-      await first.done;
+    // What the dead worker left: an open multipart upload, no object, nothing that lists as a backup.
+    expect(await listKeys()).toEqual([]);
+    expect((await listUploads()).map((u) => u.UploadId)).toEqual([open.UploadId]);
 
-      // What the dead worker left: an open multipart upload, no object, nothing that lists as a backup.
-      expect(await listKeys()).toEqual([]);
-      expect((await listUploads()).map((u) => u.UploadId)).toEqual([open.UploadId]);
+    // Prune, once PGSHELF_ORPHAN_GRACE (hours) has passed: a clock 25 h ahead, as the setting cannot go below an
+    // hour. It aborts the upload and finds no backup and no orphan.
+    const config = testConfig(env);
+    const storage = createStorage(config.storage);
+    defer(() => storage.close());
+    const later = new Date(Date.now() + 25 * 3_600_000);
+    const pruned = await createPruneJob({ config, storage, logger: silentLogger(), now: () => later })(
+      {},
+      ctx(),
+    );
+    expect(pruned.incompleteUploads).toEqual([open.Key!.slice('p/'.length)]);
+    expect(pruned.orphans).toEqual([]);
+    expect([...pruned.keep, ...pruned.delete]).toEqual([]);
+    expect(await listUploads()).toEqual([]);
+    const listed = await runCli(['list', '--json'], env);
+    expect(listed.code, listed.stderr).toBe(0);
+    expect((JSON.parse(listed.stdout) as { backups: unknown[] }).backups).toEqual([]);
 
-      // Prune, once PGSHELF_ORPHAN_GRACE (hours) has passed: a clock 25 h ahead, as the setting cannot go below an
-      // hour. It aborts the upload and finds no backup and no orphan.
-      const config = testConfig(env);
-      const storage = createStorage(config.storage);
-      defer(() => storage.close());
-      const later = new Date(Date.now() + 25 * 3_600_000);
-      const pruned = await createPruneJob({ config, storage, logger: silentLogger(), now: () => later })(
-        {},
-        ctx,
-      );
-      expect(pruned.incompleteUploads).toEqual([open.Key!.slice('p/'.length)]);
-      expect(pruned.orphans).toEqual([]);
-      expect([...pruned.keep, ...pruned.delete]).toEqual([]);
-      expect(await listUploads()).toEqual([]);
-      const listed = await runCli(['list', '--json'], env);
-      expect(listed.code, listed.stderr).toBe(0);
-      expect((JSON.parse(listed.stdout) as { backups: unknown[] }).backups).toEqual([]);
-
-      // A new worker finds the job stalled, runs it again, and it succeeds: one backup, matching its manifest.
-      daemon('worker', env, defer);
-      const backups = new Queue('backup', { connection: redis, prefix });
-      defer(() => backups.close());
-      const job = await settled(backups, jobId, 45_000);
-      const result = job.returnvalue as { id: string; archiveKey: string };
-      const manifestKey = result.archiveKey.replace(/\.sql\.gz$/, '.manifest.json');
-      expect(await listKeys()).toEqual([`p/${result.archiveKey}`, `p/${manifestKey}`].sort());
-      const manifest = JSON.parse(
-        await (
-          await s3.send(new GetObjectCommand({ Bucket: bucket, Key: `p/${manifestKey}` }))
-        ).Body!.transformToString(),
-      ) as { id: string; archive: { sha256: string }; tables: Record<string, number> };
-      expect(manifest.id).toBe(result.id);
-      expect(manifest.tables['public.noise']).toBe(50000);
-      const archive = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: `p/${result.archiveKey}` }));
-      const hash = createHash('sha256');
-      for await (const chunk of archive.Body as Readable) hash.update(chunk as Buffer);
-      expect(hash.digest('hex')).toBe(manifest.archive.sha256);
-      expect(await listUploads()).toEqual([]);
-    },
-    90_000,
-  );
+    // A new worker finds the job stalled, runs it again, and it succeeds: one backup, matching its manifest.
+    daemon('worker', env, defer);
+    const backups = new Queue('backup', { connection: redis, prefix });
+    defer(() => backups.close());
+    const job = await settled(backups, jobId, 45_000);
+    const result = job.returnvalue as { id: string; archiveKey: string };
+    const manifestKey = result.archiveKey.replace(/\.sql\.gz$/, '.manifest.json');
+    expect(await listKeys()).toEqual([`p/${result.archiveKey}`, `p/${manifestKey}`].sort());
+    const manifest = JSON.parse(
+      await (
+        await s3.send(new GetObjectCommand({ Bucket: bucket, Key: `p/${manifestKey}` }))
+      ).Body!.transformToString(),
+    ) as { id: string; archive: { sha256: string }; tables: Record<string, number> };
+    expect(manifest.id).toBe(result.id);
+    expect(manifest.tables['public.noise']).toBe(50000);
+    const archive = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: `p/${result.archiveKey}` }));
+    const hash = createHash('sha256');
+    for await (const chunk of archive.Body as Readable) hash.update(chunk as Buffer);
+    expect(hash.digest('hex')).toBe(manifest.archive.sha256);
+    expect(await listUploads()).toEqual([]);
+  }, 90_000);
 });

@@ -9,7 +9,6 @@ import {
   ManifestSignatureError,
 } from '../../src/errors.js';
 import { createBackupJob, type BackupResult } from '../../src/jobs/backup.js';
-import type { JobContext } from '../../src/jobs/context.js';
 import { createDrillJob } from '../../src/jobs/drill.js';
 import { createRestoreJob } from '../../src/jobs/restore.js';
 import { createVerifyJob } from '../../src/jobs/verify.js';
@@ -28,13 +27,10 @@ import {
   uniqueName,
 } from '../helpers/pg.js';
 import { createBucket } from '../helpers/s3.js';
+import { ctx } from '../helpers/jobs.js';
 
 const defer = useCleanup();
 const KEY = 'a'.repeat(64);
-
-function ctx(): JobContext {
-  return { signal: new AbortController().signal, logger: silentLogger(), progress: () => undefined };
-}
 
 function jobs(env: Env) {
   const config = testConfig(env);
@@ -161,11 +157,9 @@ describe('manifests are checked before use', () => {
     const restore = createRestoreJob({ config, storage, logger: silentLogger() });
     const target = into();
     const before = storage.requests.get;
-    const err = await restore({ into: target }, ctx()).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(ManifestInvalidError);
-    expect((err as Error).message).toContain(
-      `names the archive "${backupB.archiveKey}", which is not its own`,
-    );
+    const attempt = restore({ into: target }, ctx());
+    await expect(attempt).rejects.toThrow(ManifestInvalidError);
+    await expect(attempt).rejects.toThrow(`names the archive "${backupB.archiveKey}", which is not its own`);
     expect(storage.requests.get - before).toBe(1); // the manifest, and no archive byte
     expect(await databaseExists(target)).toBe(false);
   });
@@ -175,13 +169,9 @@ describe('manifests are checked before use', () => {
     const env = await folderEnv(db);
     const backup = await jobs(env).backup({}, ctx());
     const text = await tamper(backup, (m) => (m.drills = 'none'));
-    const err = await jobs(env)
-      .drill({}, ctx())
-      .catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(ManifestInvalidError);
-    expect((err as Error).message).toMatch(
-      /manifest .*\.manifest\.json is invalid: drills: .*expected array/,
-    );
+    const attempt = jobs(env).drill({}, ctx());
+    await expect(attempt).rejects.toThrow(ManifestInvalidError);
+    await expect(attempt).rejects.toThrow(/manifest .*\.manifest\.json is invalid: drills: .*expected array/);
     expect(await readFile(backup.manifestLocation, 'utf8')).toBe(text);
   });
 
@@ -223,10 +213,10 @@ describe('missing and damaged archives', () => {
     expect(human.stdout).toContain(`${newer.id}: archive ${newer.archiveLocation} is missing`);
 
     const target = into();
-    const err = await j.restore({ into: target }, ctx()).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(BackupNotFoundError);
-    expect((err as Error).message).toContain(`${newer.archiveLocation} is missing`);
-    expect((err as Error).message).toContain(`use --backup ${older.id}`);
+    const attempt = j.restore({ into: target }, ctx());
+    await expect(attempt).rejects.toThrow(BackupNotFoundError);
+    await expect(attempt).rejects.toThrow(`${newer.archiveLocation} is missing`);
+    await expect(attempt).rejects.toThrow(`use --backup ${older.id}`);
     expect(await databaseExists(target)).toBe(false);
     await j.restore({ into: target, backup: older.id }, ctx());
     expect(await snapshotDatabase(target)).toEqual(await snapshotDatabase(db));
@@ -241,14 +231,16 @@ describe('missing and damaged archives', () => {
     const flipped = Buffer.from(bytes);
     flipped[6]! ^= 0x01;
     await writeFile(backup.archiveLocation, flipped);
-    const damaged = await j.verify({}, ctx()).catch((e: unknown) => e);
-    expect(damaged).toBeInstanceOf(ChecksumMismatchError);
-    expect((damaged as Error).message).toContain(`backup ${backup.id} of "${db}": ${backup.archiveLocation}`);
+    const damaged = j.verify({}, ctx());
+    await expect(damaged).rejects.toThrow(ChecksumMismatchError);
+    await expect(damaged).rejects.toThrow(`backup ${backup.id} of "${db}": ${backup.archiveLocation}`);
 
     await writeFile(backup.archiveLocation, bytes.subarray(0, bytes.length - 100));
-    const short = await j.verify({}, ctx()).catch((e: unknown) => e);
-    expect(short).toBeInstanceOf(CorruptArchiveError);
-    expect((short as Error).message).toBe(
+    const short = j.verify({}, ctx());
+    await expect(short).rejects.toThrow(CorruptArchiveError);
+    // The whole message, to the letter.
+    await expect(short).rejects.toHaveProperty(
+      'message',
       `backup ${backup.id} of "${db}": ${backup.archiveLocation} is truncated: read ${bytes.length - 100} of ` +
         `${bytes.length} bytes. Restore another backup (\`pgshelf list\`)`,
     );

@@ -4,7 +4,6 @@ import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import type { Env } from '../../src/config/index.js';
 import { createBackupJob } from '../../src/jobs/backup.js';
-import type { JobContext } from '../../src/jobs/context.js';
 import { createPruneJob } from '../../src/jobs/prune.js';
 import { createLogger, silentLogger } from '../../src/logger.js';
 import { scanBackups } from '../../src/catalog/backups.js';
@@ -18,12 +17,9 @@ import { pgEnv, tempDir, testConfig } from '../helpers/env.js';
 import { daemon, redis, useCleanup, workerFixture } from '../helpers/lifecycle.js';
 import { fakeManifest, storeFake } from '../helpers/manifests.js';
 import { createDatabase, createSampleSchema, dropDatabase, uniqueName } from '../helpers/pg.js';
+import { ctx } from '../helpers/jobs.js';
 
 const defer = useCleanup();
-
-function ctx(logger = silentLogger()): JobContext {
-  return { signal: new AbortController().signal, logger, progress: () => undefined };
-}
 
 /** A logger whose JSON lines are kept, to check what was reported. */
 function capturingLogger(): {
@@ -146,7 +142,7 @@ describe('prune trusts manifests, not names', () => {
     }
     await storage.putObject(verifiedKey('shop'), JSON.stringify({ id: ['bbbb0000'] }));
     const { logger, lines } = capturingLogger();
-    const result = await createPruneJob({ config: testConfig(env), storage, logger })({}, ctx(logger));
+    const result = await createPruneJob({ config: testConfig(env), storage, logger })({}, ctx({ logger }));
     expect(result.keep).toEqual(['bbbb0002']);
     expect(result.delete).toEqual(['bbbb0001', 'bbbb0000']);
     const warning = lines().find((l) => l.msg === 'ignoring an unusable marker');

@@ -5,7 +5,6 @@ import { describe, expect, it } from 'vitest';
 import type { Env } from '../../src/config/index.js';
 import { RestoreFailedError, TargetExistsError } from '../../src/errors.js';
 import { createBackupJob } from '../../src/jobs/backup.js';
-import type { JobContext } from '../../src/jobs/context.js';
 import { createRestoreJob, restoreNonce } from '../../src/jobs/restore.js';
 import { silentLogger } from '../../src/logger.js';
 import { createStorage } from '../../src/storage/index.js';
@@ -20,17 +19,9 @@ import {
   uniqueName,
   withClient,
 } from '../helpers/pg.js';
+import { ctx } from '../helpers/jobs.js';
 
 const defer = useCleanup();
-
-function ctx(jobId?: string): JobContext {
-  return {
-    signal: new AbortController().signal,
-    logger: silentLogger(),
-    progress: () => undefined,
-    ...(jobId !== undefined ? { jobId } : {}),
-  };
-}
 
 async function fixture(rows = 200): Promise<{ source: string; env: Env; dir: string; archive: string }> {
   const source = uniqueName();
@@ -72,16 +63,16 @@ describe('restore identity', () => {
     const into = uniqueName('pgshelf_into');
     defer(() => dropDatabase(into), { keepOnFailure: true });
     const first = restoreNonce();
-    await restoreJob(f.env)({ into, nonce: first }, ctx('1'));
+    await restoreJob(f.env)({ into, nonce: first }, ctx({ jobId: '1' }));
     await withClient(into, (c) => c.query(`INSERT INTO app.users (email) VALUES ('after@restore')`));
     const before = await snapshotDatabase(into);
     // The queue was obliterated and its ids start again at 1: another restore, same job id, same target.
-    await expect(restoreJob(f.env)({ into, nonce: restoreNonce() }, ctx('1'))).rejects.toThrow(
+    await expect(restoreJob(f.env)({ into, nonce: restoreNonce() }, ctx({ jobId: '1' }))).rejects.toThrow(
       TargetExistsError,
     );
-    await expect(restoreJob(f.env)({ into }, ctx('1'))).rejects.toThrow(TargetExistsError);
+    await expect(restoreJob(f.env)({ into }, ctx({ jobId: '1' }))).rejects.toThrow(TargetExistsError);
     // A retry of the first restore (its nonce) finds it done and changes nothing.
-    const again = await restoreJob(f.env)({ into, nonce: first }, ctx('1'));
+    const again = await restoreJob(f.env)({ into, nonce: first }, ctx({ jobId: '1' }));
     expect(again.uncompressedBytes).toBe(0);
     expect(await snapshotDatabase(into)).toEqual(before);
     expect(await stagingFor(into)).toEqual([]);
@@ -111,7 +102,7 @@ describe('two attempts of one restore', () => {
     defer(() => dropDatabase(into), { keepOnFailure: true });
     const job = restoreJob(f.env);
     const nonce = restoreNonce();
-    const first = job({ into, nonce }, ctx('5'));
+    const first = job({ into, nonce }, ctx({ jobId: '5' }));
     // The retry starts while the first attempt's psql is loading (a retry comes after the lock expired).
     await waitFor('the first attempt to be loading', () =>
       withClient('postgres', async (c) => {
@@ -123,7 +114,7 @@ describe('two attempts of one restore', () => {
         return (r.rowCount ?? 0) > 0;
       }),
     );
-    const results = await Promise.allSettled([first, job({ into, nonce }, ctx('5'))]);
+    const results = await Promise.allSettled([first, job({ into, nonce }, ctx({ jobId: '5' }))]);
     expect(results.map((r) => (r.status === 'rejected' ? String(r.reason) : r.status))).toEqual([
       'fulfilled',
       'fulfilled',

@@ -6,7 +6,6 @@ import { describe, expect, it } from 'vitest';
 import type { Env } from '../../src/config/index.js';
 import { RestoreFailedError } from '../../src/errors.js';
 import { createBackupJob } from '../../src/jobs/backup.js';
-import type { JobContext } from '../../src/jobs/context.js';
 import { createRestoreJob } from '../../src/jobs/restore.js';
 import { silentLogger } from '../../src/logger.js';
 import { createStorage } from '../../src/storage/index.js';
@@ -21,13 +20,10 @@ import {
   uniqueName,
   withClient,
 } from '../helpers/pg.js';
+import { ctx } from '../helpers/jobs.js';
 
 const defer = useCleanup();
 const README = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../README.md');
-
-function ctx(): JobContext {
-  return { signal: new AbortController().signal, logger: silentLogger(), progress: () => undefined };
-}
 
 function jobs(env: Env) {
   const config = testConfig(env);
@@ -107,12 +103,10 @@ describe('least privilege', () => {
     );
     const into = uniqueName('pgshelf_into');
     defer(() => dropDatabase(into), { keepOnFailure: true });
-    const err = await jobs(env)
-      .restore({ into, key: 'ghost.sql.gz' }, ctx())
-      .catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(RestoreFailedError);
-    expect((err as Error).message).toContain(`role "${ghost}" does not exist`);
-    expect((err as Error).message).toMatch(/restore with --no-owner/);
+    const attempt = jobs(env).restore({ into, key: 'ghost.sql.gz' }, ctx());
+    await expect(attempt).rejects.toThrow(RestoreFailedError);
+    await expect(attempt).rejects.toThrow(`role "${ghost}" does not exist`);
+    await expect(attempt).rejects.toThrow(/restore with --no-owner/);
     const restored = await jobs(env).restore({ into, key: 'ghost.sql.gz', noOwner: true }, ctx());
     expect(restored.database).toBe(into);
   });

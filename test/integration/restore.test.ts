@@ -16,7 +16,7 @@ import {
   VersionMismatchError,
 } from '../../src/errors.js';
 import { createBackupJob, type BackupResult } from '../../src/jobs/backup.js';
-import type { JobContext, Progress } from '../../src/jobs/context.js';
+import type { Progress } from '../../src/jobs/context.js';
 import { createDrillJob } from '../../src/jobs/drill.js';
 import { createRestoreJob } from '../../src/jobs/restore.js';
 import { createVerifyJob } from '../../src/jobs/verify.js';
@@ -39,14 +39,11 @@ import {
   withClient,
 } from '../helpers/pg.js';
 import { createBucket } from '../helpers/s3.js';
+import { ctx } from '../helpers/jobs.js';
 
 const execFileAsync = promisify(execFile);
 
 const defer = useCleanup();
-
-function ctx(progress: Progress[] = []): JobContext {
-  return { signal: new AbortController().signal, logger: silentLogger(), progress: (p) => progress.push(p) };
-}
 
 function dropLater(name: string): void {
   defer(() => dropDatabase(name), { keepOnFailure: true });
@@ -119,7 +116,7 @@ describe('restore', () => {
     const into = `${awkwardName()} restored`;
     dropLater(into);
     const progress: Progress[] = [];
-    const result = await jobs(f.env).restore({ into }, ctx(progress));
+    const result = await jobs(f.env).restore({ into }, ctx({ progress }));
     expect(result).toMatchObject({
       database: into,
       backupId: f.backup.id,
@@ -178,11 +175,9 @@ describe('restore', () => {
     const into = uniqueName('pgshelf_into');
     dropLater(into);
     const env = { ...f.env, POSTGRES_USER: owner, POSTGRES_ADMIN_USER: PG_USER };
-    const err = await jobs(env)
-      .restore({ into }, ctx())
-      .catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(RestoreFailedError);
-    expect((err as Error).message).toMatch(
+    const attempt = jobs(env).restore({ into }, ctx());
+    await expect(attempt).rejects.toThrow(RestoreFailedError);
+    await expect(attempt).rejects.toThrow(
       /psql exited with code 3:[\s\S]*ERROR:[\s\S]*(must be (owner|member)|permission denied)/,
     );
     await noRestoreLeftovers(into);
@@ -197,11 +192,9 @@ describe('restore', () => {
     await f.storage.putObject('broken.sql.gz', gzipSync(broken), 'application/gzip');
     const into = uniqueName('pgshelf_into');
     dropLater(into);
-    const err = await jobs(f.env)
-      .restore({ into, key: 'broken.sql.gz' }, ctx())
-      .catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(RestoreFailedError);
-    expect((err as Error).message).toMatch(/division by zero/);
+    const attempt = jobs(f.env).restore({ into, key: 'broken.sql.gz' }, ctx());
+    await expect(attempt).rejects.toThrow(RestoreFailedError);
+    await expect(attempt).rejects.toThrow(/division by zero/);
     await noRestoreLeftovers(into);
   });
 
@@ -214,11 +207,9 @@ describe('restore', () => {
       c.query(`CREATE TABLE precious (v text); INSERT INTO precious VALUES ('keep me')`),
     );
     const before = await snapshotDatabase(existing);
-    const err = await jobs(f.env)
-      .restore({ into: existing }, ctx())
-      .catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(TargetExistsError);
-    expect((err as Error).message).toContain(`database "${existing}" already exists`);
+    const attempt = jobs(f.env).restore({ into: existing }, ctx());
+    await expect(attempt).rejects.toThrow(TargetExistsError);
+    await expect(attempt).rejects.toThrow(`database "${existing}" already exists`);
     expect(await snapshotDatabase(existing)).toEqual(before);
   });
 
@@ -231,11 +222,9 @@ describe('restore', () => {
       serverVersionNum: 990001,
     });
     const into = uniqueName('pgshelf_into');
-    const err = await jobs(f.env)
-      .restore({ into }, ctx())
-      .catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(VersionMismatchError);
-    expect((err as Error).message).toMatch(/PostgreSQL 99\.1 but the target server is 15/);
+    const attempt = jobs(f.env).restore({ into }, ctx());
+    await expect(attempt).rejects.toThrow(VersionMismatchError);
+    await expect(attempt).rejects.toThrow(/PostgreSQL 99\.1 but the target server is 15/);
     await noRestoreLeftovers(into);
   });
 
@@ -245,12 +234,10 @@ describe('restore', () => {
     await writeFile(f.backup.archiveLocation, bytes.subarray(0, Math.floor(bytes.length / 2)));
     const into = uniqueName('pgshelf_into');
     dropLater(into);
-    const err = await jobs(f.env)
-      .restore({ into }, ctx())
-      .catch((e: unknown) => e);
+    const attempt = jobs(f.env).restore({ into }, ctx());
     // The stored size is checked against the manifest before reading; without a manifest, gunzip finds it.
-    expect(err).toBeInstanceOf(ChecksumMismatchError);
-    expect((err as Error).message).toMatch(
+    await expect(attempt).rejects.toThrow(ChecksumMismatchError);
+    await expect(attempt).rejects.toThrow(
       new RegExp(
         `is truncated: ${Math.floor(bytes.length / 2)} bytes in storage, the manifest says ${bytes.length}`,
       ),
@@ -258,11 +245,9 @@ describe('restore', () => {
     await noRestoreLeftovers(into);
     // The same bytes under a key without a manifest: gunzip finds the truncation.
     await writeFile(path.join(f.dir, 'truncated.sql.gz'), bytes.subarray(0, Math.floor(bytes.length / 2)));
-    const bare = await jobs(f.env)
-      .restore({ into, key: 'truncated.sql.gz' }, ctx())
-      .catch((e: unknown) => e);
-    expect(bare).toBeInstanceOf(CorruptArchiveError);
-    expect((bare as Error).message).toMatch(
+    const bare = jobs(f.env).restore({ into, key: 'truncated.sql.gz' }, ctx());
+    await expect(bare).rejects.toThrow(CorruptArchiveError);
+    await expect(bare).rejects.toThrow(
       /cannot be decompressed .*unexpected end of file.*truncated or damaged/,
     );
     await noRestoreLeftovers(into);
@@ -275,10 +260,10 @@ describe('restore', () => {
     await writeFile(f.backup.archiveLocation, bytes);
     const into = uniqueName('pgshelf_into');
     dropLater(into);
-    const err = await jobs(f.env)
-      .restore({ into }, ctx())
-      .catch((e: unknown) => e);
-    expect([CorruptArchiveError, ChecksumMismatchError].some((c) => err instanceof c)).toBe(true);
+    const attempt = jobs(f.env).restore({ into }, ctx());
+    await expect(attempt).rejects.toSatisfy(
+      (e) => e instanceof CorruptArchiveError || e instanceof ChecksumMismatchError,
+    );
     await noRestoreLeftovers(into);
   });
 
@@ -291,11 +276,9 @@ describe('restore', () => {
     expect(gunzipSync(bytes).length).toBe(f.backup.uncompressedBytes);
     const into = uniqueName('pgshelf_into');
     dropLater(into);
-    const err = await jobs(f.env)
-      .restore({ into }, ctx())
-      .catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(ChecksumMismatchError);
-    expect((err as Error).message).toContain(`expected ${f.backup.sha256} (${f.backup.bytes} bytes)`);
+    const attempt = jobs(f.env).restore({ into }, ctx());
+    await expect(attempt).rejects.toThrow(ChecksumMismatchError);
+    await expect(attempt).rejects.toThrow(`expected ${f.backup.sha256} (${f.backup.bytes} bytes)`);
     await noRestoreLeftovers(into);
   });
 
@@ -329,11 +312,9 @@ describe('restore', () => {
     await writeFile(path.join(f.dir, 'broken.sql.gz'), gzipSync(broken));
     const into = uniqueName('pgshelf_into');
     dropLater(into);
-    const err = await jobs(f.env)
-      .restore({ into, key: 'broken.sql.gz' }, ctx())
-      .catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(RestoreFailedError);
-    expect((err as Error).message).toMatch(
+    const attempt = jobs(f.env).restore({ into, key: 'broken.sql.gz' }, ctx());
+    await expect(attempt).rejects.toThrow(RestoreFailedError);
+    await expect(attempt).rejects.toThrow(
       /psql exited with code 3:[\s\S]*relation "app.no_such_table" does not exist/,
     );
     await noRestoreLeftovers(into);
@@ -347,11 +328,9 @@ describe('restore', () => {
     await writeFile(path.join(f.dir, 'cut.sql.gz'), gzipSync(cut));
     const into = uniqueName('pgshelf_into');
     dropLater(into);
-    const err = await jobs(f.env)
-      .restore({ into, key: 'cut.sql.gz' }, ctx())
-      .catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(CorruptArchiveError);
-    expect((err as Error).message).toMatch(
+    const attempt = jobs(f.env).restore({ into, key: 'cut.sql.gz' }, ctx());
+    await expect(attempt).rejects.toThrow(CorruptArchiveError);
+    await expect(attempt).rejects.toThrow(
       /ends without pg_dump's "-- PostgreSQL database dump complete" line/,
     );
     await noRestoreLeftovers(into);
@@ -359,12 +338,10 @@ describe('restore', () => {
 
   it('says which backups exist when the id is unknown', async () => {
     const f = await fixture();
-    const err = await jobs(f.env)
-      .restore({ into: uniqueName(), backup: 'deadbeef' }, ctx())
-      .catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(BackupNotFoundError);
-    expect((err as Error).message).toContain(`backup "deadbeef" not found`);
-    expect((err as Error).message).toContain(f.backup.id);
+    const attempt = jobs(f.env).restore({ into: uniqueName(), backup: 'deadbeef' }, ctx());
+    await expect(attempt).rejects.toThrow(BackupNotFoundError);
+    await expect(attempt).rejects.toThrow(`backup "deadbeef" not found`);
+    await expect(attempt).rejects.toThrow(f.backup.id);
   });
 });
 
@@ -414,11 +391,9 @@ describe('drill', () => {
     const manifest = await readManifest(f.storage, f.backup.manifestKey);
     const tables = { ...manifest.tables, 'app.users': manifest.tables['app.users']! + 1 };
     await writeManifest(f.storage, f.backup.manifestKey, { ...manifest, tables });
-    const err = await jobs(f.env)
-      .drill({}, ctx())
-      .catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(DrillFailedError);
-    expect((err as Error).message).toMatch(/app\.users: 200 rows, expected 201/);
+    const attempt = jobs(f.env).drill({}, ctx());
+    await expect(attempt).rejects.toThrow(DrillFailedError);
+    await expect(attempt).rejects.toThrow(/app\.users: 200 rows, expected 201/);
     const after = await readManifest(f.storage, f.backup.manifestKey);
     expect(after.drill).toMatchObject({ verified: false });
     expect(await databaseExists(after.drill!.scratchDatabase)).toBe(false);
