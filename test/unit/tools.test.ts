@@ -44,3 +44,15 @@ describe('\\restrict support by client version', () => {
     ).toBe(true);
   });
 });
+
+describe('client tools', () => {
+  it('parses --version output', () => {
+    expect(parseToolVersion('pg_dump (PostgreSQL) 15.19 (Debian 15.19-0+deb12u1)\n')).toEqual({
+      version: '15.19',
+      major: 15,
+    });
+    expect(parseToolVersion('psql (PostgreSQL) 9.6.24')).toEqual({ version: '9.6.24', major: 9 });
+    expect(parseToolVersion('psql (PostgreSQL) 17devel')).toEqual({ version: '17', major: 17 });
+    expect(parseToolVersion('nonsense')).toBeUndefined();
+  });
+});
