@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { createDatabase, PG_HOST, PG_PORT, PG_USER } from './pg.js';
+import { expect } from 'vitest';
+import { createDatabase, databaseExists, PG_HOST, PG_PORT, PG_USER, withClient } from './pg.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -26,4 +27,23 @@ export async function restoreByHand(archive: string, database: string): Promise<
     ],
     { maxBuffer: 16 << 20 },
   );
+}
+
+/** Staging databases of restores into `into` still there (a staging database's comment names its target). */
+export async function stagingFor(into: string): Promise<string[]> {
+  return withClient('postgres', async (c) => {
+    const r = await c.query<{ d: string }>(
+      `SELECT datname AS d FROM pg_database
+       WHERE datname LIKE 'pgshelf\\_restore\\_%' AND shobj_description(oid, 'pg_database') LIKE $1`,
+      [`%into ${into}%`],
+    );
+    return r.rows.map((row) => row.d);
+  });
+}
+
+/** No database of pgshelf's making is left: neither the target nor a staging database of a restore into it. */
+export async function noRestoreLeftovers(into: string): Promise<void> {
+  expect(await databaseExists(into)).toBe(false);
+  // Other tests may be mid-restore; only staging databases commented with this target count.
+  expect(await stagingFor(into)).toEqual([]);
 }

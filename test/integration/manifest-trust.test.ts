@@ -8,10 +8,8 @@ import {
   ManifestInvalidError,
   ManifestSignatureError,
 } from '../../src/errors.js';
-import { createBackupJob, type BackupResult } from '../../src/jobs/backup.js';
-import { createDrillJob } from '../../src/jobs/drill.js';
+import { type BackupResult } from '../../src/jobs/backup.js';
 import { createRestoreJob } from '../../src/jobs/restore.js';
-import { createVerifyJob } from '../../src/jobs/verify.js';
 import { silentLogger } from '../../src/logger.js';
 import { parseManifest, readManifest } from '../../src/catalog/manifest.js';
 import { createStorage } from '../../src/storage/index.js';
@@ -27,22 +25,10 @@ import {
   uniqueName,
 } from '../helpers/pg.js';
 import { createBucket } from '../helpers/s3.js';
-import { ctx } from '../helpers/jobs.js';
+import { ctx, jobs } from '../helpers/jobs.js';
 
 const defer = useCleanup();
 const KEY = 'a'.repeat(64);
-
-function jobs(env: Env) {
-  const config = testConfig(env);
-  const deps = { config, storage: createStorage(config.storage), logger: silentLogger() };
-  return {
-    backup: createBackupJob(deps),
-    restore: createRestoreJob(deps),
-    verify: createVerifyJob(deps),
-    drill: createDrillJob({ ...deps, restore: createRestoreJob(deps) }),
-    storage: deps.storage,
-  };
-}
 
 async function source(rows = 30): Promise<string> {
   const db = uniqueName();

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import type { Env } from '../../src/config/index.js';
 import { RestoreFailedError, TargetExistsError } from '../../src/errors.js';
 import { createBackupJob } from '../../src/jobs/backup.js';
-import { createRestoreJob, restoreNonce } from '../../src/jobs/restore.js';
+import { restoreNonce } from '../../src/jobs/restore.js';
 import { silentLogger } from '../../src/logger.js';
 import { createStorage } from '../../src/storage/index.js';
 import { waitFor } from '../helpers/cli.js';
@@ -19,7 +19,8 @@ import {
   uniqueName,
   withClient,
 } from '../helpers/pg.js';
-import { ctx } from '../helpers/jobs.js';
+import { ctx, jobs } from '../helpers/jobs.js';
+import { stagingFor } from '../helpers/restore.js';
 
 const defer = useCleanup();
 
@@ -40,39 +41,22 @@ async function fixture(rows = 200): Promise<{ source: string; env: Env; dir: str
   return { source, env, dir, archive: backup.archiveLocation };
 }
 
-function restoreJob(env: Env) {
-  const config = testConfig(env);
-  return createRestoreJob({ config, storage: createStorage(config.storage), logger: silentLogger() });
-}
-
-/** Staging databases of restores into `into` still there. */
-async function stagingFor(into: string): Promise<string[]> {
-  return withClient('postgres', async (c) => {
-    const r = await c.query<{ d: string }>(
-      `SELECT datname AS d FROM pg_database
-       WHERE datname LIKE 'pgshelf\\_restore\\_%' AND shobj_description(oid, 'pg_database') LIKE $1`,
-      [`%into ${into}`],
-    );
-    return r.rows.map((row) => row.d);
-  });
-}
-
 describe('restore identity', () => {
   it('a reused job id does not make an existing target look restored; the same nonce does', async () => {
     const f = await fixture();
     const into = uniqueName('pgshelf_into');
     defer(() => dropDatabase(into), { keepOnFailure: true });
     const first = restoreNonce();
-    await restoreJob(f.env)({ into, nonce: first }, ctx({ jobId: '1' }));
+    await jobs(f.env).restore({ into, nonce: first }, ctx({ jobId: '1' }));
     await withClient(into, (c) => c.query(`INSERT INTO app.users (email) VALUES ('after@restore')`));
     const before = await snapshotDatabase(into);
     // The queue was obliterated and its ids start again at 1: another restore, same job id, same target.
-    await expect(restoreJob(f.env)({ into, nonce: restoreNonce() }, ctx({ jobId: '1' }))).rejects.toThrow(
+    await expect(jobs(f.env).restore({ into, nonce: restoreNonce() }, ctx({ jobId: '1' }))).rejects.toThrow(
       TargetExistsError,
     );
-    await expect(restoreJob(f.env)({ into }, ctx({ jobId: '1' }))).rejects.toThrow(TargetExistsError);
+    await expect(jobs(f.env).restore({ into }, ctx({ jobId: '1' }))).rejects.toThrow(TargetExistsError);
     // A retry of the first restore (its nonce) finds it done and changes nothing.
-    const again = await restoreJob(f.env)({ into, nonce: first }, ctx({ jobId: '1' }));
+    const again = await jobs(f.env).restore({ into, nonce: first }, ctx({ jobId: '1' }));
     expect(again.uncompressedBytes).toBe(0);
     expect(await snapshotDatabase(into)).toEqual(before);
     expect(await stagingFor(into)).toEqual([]);
@@ -82,7 +66,7 @@ describe('restore identity', () => {
     const f = await fixture(3000);
     const into = uniqueName('pgshelf_into');
     defer(() => dropDatabase(into), { keepOnFailure: true });
-    const job = restoreJob(f.env);
+    const job = jobs(f.env).restore;
     const results = await Promise.allSettled([job({ into }, ctx()), job({ into }, ctx())]);
     const won = results.filter((r) => r.status === 'fulfilled');
     const lost = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
@@ -100,7 +84,7 @@ describe('two attempts of one restore', () => {
     const f = await fixture(3000);
     const into = uniqueName('pgshelf_into');
     defer(() => dropDatabase(into), { keepOnFailure: true });
-    const job = restoreJob(f.env);
+    const job = jobs(f.env).restore;
     const nonce = restoreNonce();
     const first = job({ into, nonce }, ctx({ jobId: '5' }));
     // The retry starts while the first attempt's psql is loading (a retry comes after the lock expired).
@@ -141,10 +125,12 @@ describe("psql's end", () => {
       for (const name of await stagingFor(into)) await dropDatabase(name);
     });
     let outcome: { error: unknown } | undefined;
-    void restoreJob(f.env)({ into, key: 'slow.sql.gz' }, ctx()).then(
-      () => (outcome = { error: undefined }),
-      (error: unknown) => (outcome = { error }),
-    );
+    void jobs(f.env)
+      .restore({ into, key: 'slow.sql.gz' }, ctx())
+      .then(
+        () => (outcome = { error: undefined }),
+        (error: unknown) => (outcome = { error }),
+      );
     // psql's backend on this restore's staging database, once it is loading data.
     const pid = await waitFor(
       "psql's backend",

@@ -3,14 +3,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import type { Env } from '../../src/config/index.js';
 import { RestoreFailedError } from '../../src/errors.js';
-import { createBackupJob } from '../../src/jobs/backup.js';
-import { createRestoreJob } from '../../src/jobs/restore.js';
-import { silentLogger } from '../../src/logger.js';
-import { createStorage } from '../../src/storage/index.js';
 import { runCli } from '../helpers/cli.js';
-import { baseEnv, pgEnv, tempDir, testConfig } from '../helpers/env.js';
+import { baseEnv, pgEnv, tempDir } from '../helpers/env.js';
 import { useCleanup } from '../helpers/lifecycle.js';
 import {
   createDatabase,
@@ -20,16 +15,10 @@ import {
   uniqueName,
   withClient,
 } from '../helpers/pg.js';
-import { ctx } from '../helpers/jobs.js';
+import { ctx, jobs } from '../helpers/jobs.js';
 
 const defer = useCleanup();
 const README = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../README.md');
-
-function jobs(env: Env) {
-  const config = testConfig(env);
-  const deps = { config, storage: createStorage(config.storage), logger: silentLogger() };
-  return { backup: createBackupJob(deps), restore: createRestoreJob(deps) };
-}
 
 async function sampleDatabase(): Promise<{ source: string; dir: string }> {
   const source = uniqueName();

@@ -11,7 +11,6 @@ import {
   VersionMismatchError,
 } from '../../src/errors.js';
 import { createBackupJob, type BackupResult } from '../../src/jobs/backup.js';
-import { createRestoreJob } from '../../src/jobs/restore.js';
 import { silentLogger } from '../../src/logger.js';
 import { createStorage, type Storage } from '../../src/storage/index.js';
 import { pgEnv, tempDir, testConfig } from '../helpers/env.js';
@@ -19,13 +18,13 @@ import { useCleanup } from '../helpers/lifecycle.js';
 import {
   createDatabase,
   createSampleSchema,
-  databaseExists,
   dropDatabase,
   snapshotDatabase,
   uniqueName,
   withClient,
 } from '../helpers/pg.js';
-import { ctx } from '../helpers/jobs.js';
+import { ctx, jobs } from '../helpers/jobs.js';
+import { noRestoreLeftovers } from '../helpers/restore.js';
 
 const defer = useCleanup();
 
@@ -69,25 +68,6 @@ async function fixture(): Promise<SafetyFixture> {
   return { source, env, storage, backup, dir, sql };
 }
 
-function restoreJob(env: Env) {
-  const config = testConfig(env);
-  return createRestoreJob({ config, storage: createStorage(config.storage), logger: silentLogger() });
-}
-
-/** Neither the target nor any staging database of a restore into `into` is left. */
-async function noRestoreLeftovers(into: string): Promise<void> {
-  expect(await databaseExists(into)).toBe(false);
-  const left = await withClient('postgres', async (c) => {
-    const r = await c.query<{ d: string }>(
-      `SELECT datname AS d FROM pg_database
-       WHERE datname LIKE 'pgshelf_restore_%' AND shobj_description(oid, 'pg_database') LIKE $1`,
-      [`%into ${into}%`],
-    );
-    return r.rows;
-  });
-  expect(left).toEqual([]);
-}
-
 async function roleExists(name: string): Promise<boolean> {
   return withClient(
     'postgres',
@@ -105,7 +85,7 @@ describe('a restore runs only SQL', () => {
     expect(f.sql).toMatch(/^BEGIN;\n\nSELECT pg_catalog\.lo_open/m);
     const into = uniqueName('pgshelf_into');
     defer(() => dropDatabase(into), { keepOnFailure: true });
-    await restoreJob(f.env)({ into }, ctx());
+    await jobs(f.env).restore({ into }, ctx());
     expect(await snapshotDatabase(into)).toEqual(await snapshotDatabase(f.source));
     const rows = await withClient(
       into,
@@ -144,7 +124,7 @@ describe('a restore runs only SQL', () => {
     await writeFile(path.join(f.dir, 'evil.sql.gz'), gzipSync(sql));
     const into = uniqueName('pgshelf_into');
     defer(() => dropDatabase(into), { keepOnFailure: true });
-    const attempt = restoreJob(f.env)({ into, key: 'evil.sql.gz' }, ctx());
+    const attempt = jobs(f.env).restore({ into, key: 'evil.sql.gz' }, ctx());
     await expect(attempt).rejects.toThrow(UnsafeArchiveError);
     await expect(attempt).rejects.toThrow(new RegExp(`^line ${expectedLine} of the archive `));
     expect(existsSync(marker(f.dir))).toBe(false);
@@ -156,7 +136,7 @@ describe('a restore runs only SQL', () => {
     await writeFile(f.backup.archiveLocation, gzipSync(`\\! touch ${marker(f.dir)}\n${f.sql}`));
     const into = uniqueName('pgshelf_into');
     defer(() => dropDatabase(into), { keepOnFailure: true });
-    const attempt = restoreJob(f.env)({ into }, ctx());
+    const attempt = jobs(f.env).restore({ into }, ctx());
     await expect(attempt).rejects.toSatisfy(
       (e) => e instanceof UnsafeArchiveError || e instanceof ChecksumMismatchError,
     );
@@ -181,7 +161,7 @@ describe('a restore runs only SQL', () => {
     await writeFile(path.join(f.dir, 'evil.sql.gz'), gzipSync(evil));
     const into = uniqueName('pgshelf_into');
     defer(() => dropDatabase(into), { keepOnFailure: true });
-    const attempt = restoreJob(f.env)({ into, key: 'evil.sql.gz' }, ctx());
+    const attempt = jobs(f.env).restore({ into, key: 'evil.sql.gz' }, ctx());
     await expect(attempt).rejects.toThrow(UnsafeArchiveError);
     await expect(attempt).rejects.toThrow(
       new RegExp(`^line ${line} of the archive starts a COMMIT statement`),
@@ -212,7 +192,7 @@ describe('client tools', () => {
     await symlink('/usr/lib/postgresql/15/bin/createdb', path.join(bin, 'createdb'));
     const into = uniqueName('pgshelf_into');
     defer(() => dropDatabase(into), { keepOnFailure: true });
-    const attempt = restoreJob({ ...f.env, PGSHELF_PG_BIN: bin })({ into }, ctx());
+    const attempt = jobs({ ...f.env, PGSHELF_PG_BIN: bin }).restore({ into }, ctx());
     await expect(attempt).rejects.toThrow(VersionMismatchError);
     await expect(attempt).rejects.toThrow(/is psql 15\.13, which cannot take the \\restrict line/);
     await expect(attempt).rejects.toThrow(/needs psql 15\.14 or newer/);
@@ -227,7 +207,7 @@ describe('nothing unverified is applied', () => {
     await writeFile(f.backup.archiveLocation, Buffer.concat([bytes, gzipSync('SELECT 1;\n')]));
     const into = uniqueName('pgshelf_into');
     defer(() => dropDatabase(into), { keepOnFailure: true });
-    const attempt = restoreJob(f.env)({ into }, ctx());
+    const attempt = jobs(f.env).restore({ into }, ctx());
     await expect(attempt).rejects.toThrow(ChecksumMismatchError);
     await expect(attempt).rejects.toThrow(
       new RegExp(
@@ -244,7 +224,7 @@ describe('nothing unverified is applied', () => {
     await writeFile(f.backup.archiveLocation, bytes);
     const into = uniqueName('pgshelf_into');
     defer(() => dropDatabase(into), { keepOnFailure: true });
-    const attempt = restoreJob(f.env)({ into, verifyFirst: true }, ctx());
+    const attempt = jobs(f.env).restore({ into, verifyFirst: true }, ctx());
     await expect(attempt).rejects.toThrow(ChecksumMismatchError);
     // The same message as the streaming check and verify (one checkAgainstManifest).
     await expect(attempt).rejects.toThrow(
@@ -259,7 +239,7 @@ describe('nothing unverified is applied', () => {
     await writeFile(path.join(f.dir, 'cut.sql.gz'), gzipSync(cut));
     const into = uniqueName('pgshelf_into');
     defer(() => dropDatabase(into), { keepOnFailure: true });
-    const attempt = restoreJob(f.env)({ into, key: 'cut.sql.gz' }, ctx());
+    const attempt = jobs(f.env).restore({ into, key: 'cut.sql.gz' }, ctx());
     await expect(attempt).rejects.toThrow(CorruptArchiveError);
     await expect(attempt).rejects.toThrow(/ends without pg_dump's .* line: the dump is incomplete/);
     await noRestoreLeftovers(into);
@@ -286,7 +266,7 @@ describe('row data in errors', () => {
     await writeFile(path.join(f.dir, 'rows.sql.gz'), gzipSync(sql));
     const into = uniqueName('pgshelf_into');
     defer(() => dropDatabase(into), { keepOnFailure: true });
-    const attempt = restoreJob(f.env)({ into, key: 'rows.sql.gz' }, ctx());
+    const attempt = jobs(f.env).restore({ into, key: 'rows.sql.gz' }, ctx());
     await expect(attempt).rejects.toThrow(reason);
     await expect(attempt).rejects.toThrow(/COPY secrets, line 2/);
     await expect(attempt).rejects.not.toThrow(/SECRET/);

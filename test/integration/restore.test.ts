@@ -17,9 +17,6 @@ import {
 } from '../../src/errors.js';
 import { createBackupJob, type BackupResult } from '../../src/jobs/backup.js';
 import type { Progress } from '../../src/jobs/context.js';
-import { createDrillJob } from '../../src/jobs/drill.js';
-import { createRestoreJob } from '../../src/jobs/restore.js';
-import { createVerifyJob } from '../../src/jobs/verify.js';
 import { silentLogger } from '../../src/logger.js';
 import { readManifest, writeManifest } from '../../src/catalog/manifest.js';
 import { createStorage, type Storage } from '../../src/storage/index.js';
@@ -39,7 +36,8 @@ import {
   withClient,
 } from '../helpers/pg.js';
 import { createBucket } from '../helpers/s3.js';
-import { ctx } from '../helpers/jobs.js';
+import { ctx, jobs } from '../helpers/jobs.js';
+import { noRestoreLeftovers } from '../helpers/restore.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -47,34 +45,6 @@ const defer = useCleanup();
 
 function dropLater(name: string): void {
   defer(() => dropDatabase(name), { keepOnFailure: true });
-}
-
-/** No database of pgshelf's making is left: neither the target nor a staging database. */
-async function noRestoreLeftovers(into: string): Promise<void> {
-  expect(await databaseExists(into)).toBe(false);
-  const staging = await withClient(
-    'postgres',
-    async (c) =>
-      (
-        await c.query<{ d: string }>(
-          `SELECT datname AS d FROM pg_database WHERE datname LIKE 'pgshelf_restore_%'`,
-        )
-      ).rows,
-  );
-  // Other tests may be mid-restore; none of their staging databases is commented with our target.
-  for (const { d } of staging) {
-    const comment = await withClient(
-      'postgres',
-      async (c) =>
-        (
-          await c.query<{ c: string | null }>(
-            `SELECT shobj_description(oid, 'pg_database') AS c FROM pg_database WHERE datname = $1`,
-            [d],
-          )
-        ).rows[0]?.c,
-    );
-    expect(comment ?? '').not.toContain(`into ${into}`);
-  }
 }
 
 interface Fixture {
@@ -97,17 +67,6 @@ async function fixture(options: { name?: string; rows?: number; env?: Env } = {}
   const storage = createStorage(config.storage);
   const backup = await createBackupJob({ config, storage, logger: silentLogger() })({}, ctx());
   return { source, env, storage, backup, dir };
-}
-
-function jobs(env: Env) {
-  const config = testConfig(env);
-  const deps = { config, storage: createStorage(config.storage), logger: silentLogger() };
-  return {
-    restore: createRestoreJob(deps),
-    verify: createVerifyJob(deps),
-    drill: createDrillJob({ ...deps, restore: createRestoreJob(deps) }),
-    storage: deps.storage,
-  };
 }
 
 describe('restore', () => {
