@@ -1,5 +1,6 @@
 /** Services that accept connections and then never answer, and ports where nothing listens. */
 import net from 'node:net';
+import { freePort } from './ports.js';
 
 export interface SilentServer {
   readonly url: string;
@@ -34,13 +35,4 @@ export async function silentServer(): Promise<SilentServer> {
 }
 
 /** A local port where nothing listens (bound and released at once), for "Redis is down". */
-export async function closedPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
+export const closedPort = freePort;
