@@ -11,13 +11,7 @@
  * client sees of a stopped server, while moto keeps its state as a real S3 or MinIO does across a restart.
  * The second test stops and starts a real s3rver process (data directory kept) and shows what is left there.
  */
-import {
-  GetObjectCommand,
-  ListMultipartUploadsCommand,
-  ListObjectsV2Command,
-  ListPartsCommand,
-  type S3Client,
-} from '@aws-sdk/client-s3';
+import { GetObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import type { Job } from 'bullmq';
 import { createHash } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
@@ -33,7 +27,7 @@ import { pgEnv, s3Env, testConfig, uniquePrefix } from '../helpers/env.js';
 import { settled, TABLE_DIGEST_SQL } from '../helpers/faults.js';
 import { daemon, queues, useCleanup } from '../helpers/lifecycle.js';
 import { createDatabase, dropDatabase, uniqueName, withClient } from '../helpers/pg.js';
-import { createBucket, testS3Client } from '../helpers/s3.js';
+import { createBucket, listUploads, testS3Client, uploadWithParts } from '../helpers/s3.js';
 import { privateS3rver, tcpLink } from '../helpers/services.js';
 import { ctx } from '../helpers/jobs.js';
 
@@ -130,20 +124,7 @@ describe('fault: S3 stopped mid-upload', () => {
     // Straight to moto, not through the link: watch the upload get some parts in, then stop "the server".
     const s3 = testS3Client(moto!);
     defer(() => Promise.resolve(s3.destroy()));
-    const listUploads = async () =>
-      (await s3.send(new ListMultipartUploadsCommand({ Bucket: bucket }))).Uploads ?? [];
-    const cutUpload = await waitFor(
-      'three parts of the upload',
-      async () => {
-        const [u] = await listUploads();
-        if (!u) return undefined;
-        const parts = await s3.send(
-          new ListPartsCommand({ Bucket: bucket, Key: u.Key, UploadId: u.UploadId }),
-        );
-        return (parts.Parts ?? []).length >= 3 ? u : undefined;
-      },
-      45_000,
-    );
+    const cutUpload = await uploadWithParts(s3, bucket, 3, 45_000);
     await link.cut();
     await waitFor('the attempt to fail', () => worker.stderr().includes('backup job failed'), 45_000);
     await link.restore();
@@ -177,7 +158,7 @@ describe('fault: S3 stopped mid-upload', () => {
     expect(aborted).toEqual([cutKey]);
     expect(pruned.keep).toEqual([id]);
     expect(pruned.delete).toEqual([]);
-    expect(await listUploads()).toEqual([]);
+    expect(await listUploads(s3, bucket)).toEqual([]);
 
     await expectRestoreEqualsSource(db, env);
   }, 120_000);

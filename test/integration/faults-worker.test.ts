@@ -3,12 +3,7 @@
  * Nothing in the worker runs after SIGKILL, so the multipart upload stays open: prune must abort it, nothing of it
  * may count as a backup, and the job must then be run again and succeed.
  */
-import {
-  GetObjectCommand,
-  ListMultipartUploadsCommand,
-  ListObjectsV2Command,
-  ListPartsCommand,
-} from '@aws-sdk/client-s3';
+import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { Queue } from 'bullmq';
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
@@ -17,12 +12,12 @@ import type { Env } from '../../src/config/index.js';
 import { createPruneJob } from '../../src/jobs/prune.js';
 import { silentLogger } from '../../src/logger.js';
 import { createStorage } from '../../src/storage/index.js';
-import { runCli, waitFor } from '../helpers/cli.js';
+import { runCli } from '../helpers/cli.js';
 import { pgEnv, s3Env, testConfig, uniquePrefix } from '../helpers/env.js';
 import { settled } from '../helpers/faults.js';
 import { daemon, queues, redis, useCleanup } from '../helpers/lifecycle.js';
 import { createDatabase, dropDatabase, uniqueName, withClient } from '../helpers/pg.js';
-import { createBucket, testS3Client } from '../helpers/s3.js';
+import { createBucket, listUploads, testS3Client, uploadWithParts } from '../helpers/s3.js';
 import { ctx } from '../helpers/jobs.js';
 
 const defer = useCleanup();
@@ -57,8 +52,6 @@ describe('fault: worker SIGKILLed mid-backup on S3', () => {
     queues(prefix, defer);
     const s3 = testS3Client(moto!);
     defer(() => Promise.resolve(s3.destroy()));
-    const listUploads = async () =>
-      (await s3.send(new ListMultipartUploadsCommand({ Bucket: bucket }))).Uploads ?? [];
     const listKeys = async () =>
       ((await s3.send(new ListObjectsV2Command({ Bucket: bucket }))).Contents ?? [])
         .map((o) => o.Key!)
@@ -69,24 +62,13 @@ describe('fault: worker SIGKILLed mid-backup on S3', () => {
     const queued = await runCli(['backup', '--no-wait', '--json'], env);
     expect(queued.code, queued.stderr).toBe(0);
     const { jobId } = JSON.parse(queued.stdout) as { jobId: string };
-    const open = await waitFor(
-      'two parts of the upload',
-      async () => {
-        const [u] = await listUploads();
-        if (!u) return undefined;
-        const parts = await s3.send(
-          new ListPartsCommand({ Bucket: bucket, Key: u.Key, UploadId: u.UploadId }),
-        );
-        return (parts.Parts ?? []).length >= 2 ? u : undefined;
-      },
-      45_000,
-    );
+    const open = await uploadWithParts(s3, bucket, 2, 45_000);
     first.child.kill('SIGKILL');
     await first.done;
 
     // What the dead worker left: an open multipart upload, no object, nothing that lists as a backup.
     expect(await listKeys()).toEqual([]);
-    expect((await listUploads()).map((u) => u.UploadId)).toEqual([open.UploadId]);
+    expect((await listUploads(s3, bucket)).map((u) => u.UploadId)).toEqual([open.UploadId]);
 
     // Prune, once PGSHELF_ORPHAN_GRACE (hours) has passed: a clock 25 h ahead, as the setting cannot go below an
     // hour. It aborts the upload and finds no backup and no orphan.
@@ -101,7 +83,7 @@ describe('fault: worker SIGKILLed mid-backup on S3', () => {
     expect(pruned.incompleteUploads).toEqual([open.Key!.slice('p/'.length)]);
     expect(pruned.orphans).toEqual([]);
     expect([...pruned.keep, ...pruned.delete]).toEqual([]);
-    expect(await listUploads()).toEqual([]);
+    expect(await listUploads(s3, bucket)).toEqual([]);
     const listed = await runCli(['list', '--json'], env);
     expect(listed.code, listed.stderr).toBe(0);
     expect((JSON.parse(listed.stdout) as { backups: unknown[] }).backups).toEqual([]);
@@ -125,6 +107,6 @@ describe('fault: worker SIGKILLed mid-backup on S3', () => {
     const hash = createHash('sha256');
     for await (const chunk of archive.Body as Readable) hash.update(chunk as Buffer);
     expect(hash.digest('hex')).toBe(manifest.archive.sha256);
-    expect(await listUploads()).toEqual([]);
+    expect(await listUploads(s3, bucket)).toEqual([]);
   }, 90_000);
 });
