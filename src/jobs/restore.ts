@@ -142,6 +142,8 @@ interface Plan {
 interface Staging {
   readonly name: string;
   readonly claim: { release(): Promise<void> };
+  /** Another attempt of this same restore (same nonce) completed it while this one got ready: nothing created. */
+  readonly doneElsewhere?: boolean;
 }
 
 /** What the stream read and sent. */
@@ -167,6 +169,10 @@ export function createRestoreJob(deps: JobDeps) {
       return result(plan, 0, { bytes: plan.archive.bytes, sha256: '', uncompressedBytes: 0 });
     }
     const staging = await createStaging(deps, plan, ctx);
+    if (staging.doneElsewhere) {
+      log.info({ into: input.into }, 'another attempt of this restore (same nonce) completed it first');
+      return result(plan, 0, { bytes: plan.archive.bytes, sha256: '', uncompressedBytes: 0 });
+    }
     let streamed: Streamed | undefined;
     let doneElsewhere: boolean;
     try {
@@ -299,6 +305,7 @@ async function createStaging(deps: JobDeps, plan: Plan, ctx: JobContext): Promis
   const creating = withAdminDb(pg, q, async (db) => {
     await lockRestoreTarget(db, input.into);
     const existing = await databaseInfo(db, input.into);
+    if (existing?.comment?.startsWith(`${plan.marker} completed`)) return true;
     if (existing) throw targetExists(input.into, existing.owner, ' (another restore finished first)');
     // The description is the in-progress marker: a staging database is never there without its restore's nonce.
     const comment = `${plan.marker} in progress: restoring ${archive.key} into ${input.into}`;
@@ -309,12 +316,14 @@ async function createStaging(deps: JobDeps, plan: Plan, ctx: JobContext): Promis
       name,
       comment,
     );
+    return false;
   });
-  await creating.catch(async (err: unknown) => {
+  const doneElsewhere = await creating.catch(async (err: unknown) => {
     await claim.release();
     throw err;
   });
-  return { name, claim };
+  if (doneElsewhere) await claim.release();
+  return { name, claim, doneElsewhere };
 }
 
 /**

@@ -64,6 +64,11 @@ describe('fault: Redis restarted under a worker and a scheduler', () => {
     await redis.stop();
     await sleep(3000);
     await redis.start();
+    // Keep the one worker busy until the scheduler, reconnected, has handled two more slots: the second of them
+    // finds the first still waiting and must coalesce into it (releasing at once raced the reconnection).
+    const handledSoFar = (): number => (scheduler.stderr().match(/"msg":"slot enqueued"/g) ?? []).length;
+    const before = handledSoFar();
+    await waitFor('two slots after the outage', () => handledSoFar() >= before + 2, 30_000);
     await lock.release();
     await sleep(4000);
     scheduler.child.kill('SIGTERM');
