@@ -4,6 +4,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { waitFor } from './cli.js';
+import { createDatabase, dropDatabase, uniqueName, withClient } from './pg.js';
 
 /** Every file under a storage folder, relative, sorted (temp files included: they start with '.'). */
 export async function storedFiles(dir: string): Promise<string[]> {
@@ -42,4 +43,25 @@ export async function settled(queue: Queue, id: string, timeoutMs = 60_000): Pro
   if (!job) throw new Error(`job ${id} vanished`);
   if (state === 'failed') throw new Error(`job ${id} failed: ${job.failedReason}`);
   return job;
+}
+
+/**
+ * A database of random bytes (dumped as hex, which gzips to about 54%): `rows` KiB of them, so an upload is still
+ * sending parts when a fault is injected. Dropped after the test (kept when it fails).
+ */
+export async function noiseDatabase(
+  defer: (fn: () => Promise<unknown>, options?: { keepOnFailure?: boolean }) => void,
+  rows: number,
+): Promise<string> {
+  const db = uniqueName();
+  await createDatabase(db);
+  defer(() => dropDatabase(db), { keepOnFailure: true });
+  await withClient(db, async (c) => {
+    await c.query('CREATE EXTENSION pgcrypto');
+    await c.query(
+      'CREATE TABLE noise AS SELECT i, gen_random_bytes(1024) AS b FROM generate_series(1, $1::int) i',
+      [rows],
+    );
+  });
+  return db;
 }

@@ -24,9 +24,9 @@ import { silentLogger } from '../../src/logger.js';
 import { createStorage } from '../../src/storage/index.js';
 import { runCli, waitFor } from '../helpers/cli.js';
 import { pgEnv, s3Env, testConfig, uniquePrefix } from '../helpers/env.js';
-import { settled, TABLE_DIGEST_SQL } from '../helpers/faults.js';
+import { noiseDatabase, settled, TABLE_DIGEST_SQL } from '../helpers/faults.js';
 import { daemon, queues, useCleanup } from '../helpers/lifecycle.js';
-import { createDatabase, dropDatabase, uniqueName, withClient } from '../helpers/pg.js';
+import { dropDatabase, uniqueName, withClient } from '../helpers/pg.js';
 import { createBucket, listUploads, testS3Client, uploadWithParts } from '../helpers/s3.js';
 import { privateS3rver, tcpLink } from '../helpers/services.js';
 import { ctx } from '../helpers/jobs.js';
@@ -38,21 +38,6 @@ async function sha256Of(body: Readable): Promise<string> {
   const hash = createHash('sha256');
   for await (const chunk of body) hash.update(chunk as Buffer);
   return hash.digest('hex');
-}
-
-/** A database of random bytes (dumped as hex, which gzips to about 54%): `rows` KiB of them. */
-async function noiseDatabase(rows: number): Promise<string> {
-  const db = uniqueName();
-  await createDatabase(db);
-  defer(() => dropDatabase(db), { keepOnFailure: true });
-  await withClient(db, async (c) => {
-    await c.query('CREATE EXTENSION pgcrypto');
-    await c.query(
-      'CREATE TABLE noise AS SELECT i, gen_random_bytes(1024) AS b FROM generate_series(1, $1::int) i',
-      [rows],
-    );
-  });
-  return db;
 }
 
 function workerEnv(db: string, bucket: string, endpoint: string, prefix: string): Env {
@@ -110,7 +95,7 @@ describe('fault: S3 stopped mid-upload', () => {
     if (!moto)
       t.skip('needs moto_server on PATH: s3rver can neither list nor abort incomplete multipart uploads');
     // ~185 MB of SQL that gzips to ~100 MB, about 19 parts of 5 MiB.
-    const db = await noiseDatabase(92_000);
+    const db = await noiseDatabase(defer, 92_000);
     const bucket = await createBucket(moto!);
     const link = await tcpLink(Number(new URL(moto!).port), defer);
     const prefix = uniquePrefix();
@@ -165,7 +150,7 @@ describe('fault: S3 stopped mid-upload', () => {
 
   it('on s3rver stopped and started again: the retry stores one complete backup; the cut upload stays', async () => {
     // ~55 MB of SQL, ~30 MB of gzip: six parts.
-    const db = await noiseDatabase(27_000);
+    const db = await noiseDatabase(defer, 27_000);
     const server = await privateS3rver(defer);
     const bucket = await createBucket(server.endpoint);
     const prefix = uniquePrefix();

@@ -14,9 +14,8 @@ import { silentLogger } from '../../src/logger.js';
 import { createStorage } from '../../src/storage/index.js';
 import { runCli } from '../helpers/cli.js';
 import { pgEnv, s3Env, testConfig, uniquePrefix } from '../helpers/env.js';
-import { settled } from '../helpers/faults.js';
+import { noiseDatabase, settled } from '../helpers/faults.js';
 import { daemon, queues, redis, useCleanup } from '../helpers/lifecycle.js';
-import { createDatabase, dropDatabase, uniqueName, withClient } from '../helpers/pg.js';
 import { createBucket, listUploads, testS3Client, uploadWithParts } from '../helpers/s3.js';
 import { ctx } from '../helpers/jobs.js';
 
@@ -27,16 +26,8 @@ describe('fault: worker SIGKILLed mid-backup on S3', () => {
   it('prune aborts the open upload, no orphan counts as a backup, and the job is run again and succeeds', async (t) => {
     if (!moto)
       t.skip('needs moto_server on PATH: s3rver can neither list nor abort incomplete multipart uploads');
-    const db = uniqueName();
-    await createDatabase(db);
-    defer(() => dropDatabase(db), { keepOnFailure: true });
     // ~100 MB of hex that gzips to ~56 MB (about 11 parts): parts are still going up when the worker is killed.
-    await withClient(db, async (c) => {
-      await c.query('CREATE EXTENSION pgcrypto');
-      await c.query(
-        'CREATE TABLE noise AS SELECT i, gen_random_bytes(1024) AS b FROM generate_series(1, 50000) i',
-      );
-    });
+    const db = await noiseDatabase(defer, 50_000);
     const bucket = await createBucket(moto!);
     const prefix = uniquePrefix();
     const env: Env = {
