@@ -4,13 +4,25 @@
 const LAYERS = [
   {
     name: 'base',
-    paths: ['config/', 'cron\\.ts$', 'errors\\.ts$', 'logger\\.ts$', 'url\\.ts$', 'concurrency\\.ts$'],
+    paths: [
+      'config/',
+      'cron\\.ts$',
+      'errors\\.ts$',
+      'logger\\.ts$',
+      'url\\.ts$',
+      'concurrency\\.ts$',
+      'names\\.ts$',
+      'gc\\.ts$',
+    ],
   },
   { name: 'storage, postgres', paths: ['storage/', 'postgres/'] },
   { name: 'catalog', paths: ['catalog/'] },
   { name: 'archive', paths: ['archive/'] },
   { name: 'jobs', paths: ['jobs/'] },
-  { name: 'worker, scheduler, queues', paths: ['worker/', 'scheduler/', 'queues\\.ts$'] },
+  {
+    name: 'worker, scheduler, queues, monitor, alerts',
+    paths: ['worker/', 'scheduler/', 'queues\\.ts$', 'monitor/', 'alerts/'],
+  },
   { name: 'cli, http', paths: ['cli/', 'http/'] },
 ];
 

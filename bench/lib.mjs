@@ -110,6 +110,48 @@ export async function ensureDatabase(sizeMb, log = console.error) {
   return name;
 }
 
+/**
+ * The issue-13 shape, made once and reused: `pgbench -i -s 20` (four narrow tables) plus a 1M-row table with a
+ * jsonb column; about 600 MB on disk, a 445 MB plain dump.
+ */
+export async function ensureJsonbDatabase(log = console.error) {
+  const name = 'pgshelf_bench_jsonb512';
+  const exists = await withClient(
+    'postgres',
+    async (c) => (await c.query(`SELECT 1 FROM pg_database WHERE datname = $1`, [name])).rowCount === 1,
+  );
+  if (exists) {
+    const ready = await withClient(
+      name,
+      async (c) => (await c.query(`SELECT 1 FROM pg_tables WHERE tablename = 'bench_ready'`)).rowCount === 1,
+    );
+    if (ready) return name;
+    await dropDatabase(name);
+  }
+  log(`creating ${name} (pgbench -s 20 and a 1M-row jsonb table; reused by later runs)`);
+  await withClient('postgres', (c) => c.query(`CREATE DATABASE "${name}"`));
+  await execFileAsync(
+    'pgbench',
+    ['-i', '-q', '-s', '20', `--host=${PG.host}`, `--port=${PG.port}`, `--username=${PG.user}`, name],
+    { maxBuffer: 16 << 20 },
+  );
+  await withClient(name, async (c) => {
+    await c.query(`CREATE TABLE docs (
+      id bigint PRIMARY KEY, created timestamptz NOT NULL, title text NOT NULL, body jsonb NOT NULL)`);
+    await c.query(`INSERT INTO docs SELECT i, TIMESTAMPTZ '2025-01-01' + i * interval '7 seconds', 'doc ' || md5(i::text),
+      jsonb_build_object(
+        'user', jsonb_build_object('id', i % 50000, 'name', 'user' || (i % 50000), 'email', 'u' || (i % 50000) || '@example.org'),
+        'tags', jsonb_build_array('t' || (i % 17), 't' || (i % 31)), 'score', (i * 37 % 1000) / 10.0,
+        'ok', i % 3 = 0, 'ref', md5((i * 7)::text))
+      FROM generate_series(1, 1000000) i`);
+    await c.query(
+      `CREATE TABLE bench_ready (at timestamptz DEFAULT now()); INSERT INTO bench_ready DEFAULT VALUES`,
+    );
+    await c.query('VACUUM ANALYZE');
+  });
+  return name;
+}
+
 export async function databaseSize(name) {
   return withClient(name, async (c) =>
     Number((await c.query(`SELECT pg_database_size(current_database()) AS s`)).rows[0].s),
@@ -199,6 +241,47 @@ export async function alternate(reps, shell, ours) {
     shellMedianMs: Math.round(s),
     pgshelfMedianMs: Math.round(o),
     ratio: Number((o / s).toFixed(3)),
+  };
+}
+
+/**
+ * Runs each contender once per round, `reps` rounds, rotating who goes first so cache warmth and the machine's
+ * drift favour none. `run(i)` returns wall milliseconds. `ratio(a, b)` is the median of the per-round ratios a/b
+ * (each taken in the same stretch of machine time, which a busy shared machine needs).
+ */
+export async function rounds(reps, contenders, { before } = {}) {
+  const times = Object.fromEntries(contenders.map((c) => [c.name, []]));
+  for (let i = 0; i < reps; i++) {
+    for (let k = 0; k < contenders.length; k++) {
+      const c = contenders[(i + k) % contenders.length];
+      await before?.();
+      times[c.name].push(await c.run(i));
+    }
+  }
+  const medians = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, Math.round(median(v))]));
+  const ratio = (a, b) =>
+    times[a] && times[b] ? Number(median(times[a].map((ms, i) => ms / times[b][i])).toFixed(3)) : undefined;
+  return {
+    times: Object.fromEntries(Object.entries(times).map(([k, v]) => [k, v.map(Math.round)])),
+    medians,
+    ratio,
+  };
+}
+
+/** The machine, as the bench table names it: cores, CPU model, memory, Node and PostgreSQL versions. */
+export async function machine() {
+  const cpus = os.cpus();
+  const server = await withClient(
+    'postgres',
+    async (c) => (await c.query('SHOW server_version')).rows[0].server_version,
+  );
+  return {
+    cores: cpus.length,
+    cpu: cpus[0]?.model ?? 'unknown',
+    memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+    node: process.version,
+    postgres: server.split(' ')[0],
+    load: os.loadavg().map((l) => Number(l.toFixed(1))),
   };
 }
 
@@ -297,4 +380,108 @@ export async function startS3Server({ requireMoto = false } = {}) {
       AWS_DEFAULT_REGION: 'us-east-1',
     }),
   };
+}
+
+const mb = (bytes) => (bytes === undefined ? '' : `${Math.round(bytes / 2 ** 20)} MB`);
+const s = (ms) => (ms === undefined ? '' : `${(ms / 1000).toFixed(2)} s`);
+
+/**
+ * The same-run ratios of every benchmark that ran, as one Markdown table (what the README quotes), with the
+ * machine named. `results` is .bench/results.json's content.
+ */
+export function benchTable(results, machine) {
+  const rows = [];
+  const row = (what, ours, theirs, ratio, goal = '') =>
+    rows.push(`| ${what} | ${ours} | ${theirs} | ${ratio ?? ''} | ${goal} |`);
+  for (const r of results.backup?.results ?? []) {
+    const m = r.medianMs;
+    if (r.target === 'folder') {
+      const what = `backup ${r.database} (${mb(r.dumpBytes)} of SQL) to a folder`;
+      row(`${what}`, s(m.pgshelf), `\`pg_dump \\| gzip -6\`: ${s(m.gzip)}`, r.ratios.vsGzip, '<= 0.60');
+      if (m.pigz)
+        row(`${what}`, s(m.pgshelf), `\`pg_dump \\| pigz -6\`: ${s(m.pigz)}`, r.ratios.vsPigz, '<= 1.10');
+      row(
+        `archive size, ${r.database}`,
+        mb(r.bytes.pgshelf),
+        `gzip -6: ${mb(r.bytes.gzip)}`,
+        r.sizeVsGzip,
+        '<= 1.01',
+      );
+      if (m.pgshelfZstd) {
+        row(
+          `backup ${r.database}, PGSHELF_COMPRESSION=zstd`,
+          s(m.pgshelfZstd),
+          `\`pg_dump \\| zstd -3\`: ${s(m.zstd)}`,
+          r.ratios.zstdVsZstd,
+        );
+        row(
+          `backup ${r.database}, zstd against pgshelf's gzip`,
+          s(m.pgshelfZstd),
+          `pgshelf gzip: ${s(m.pgshelf)}`,
+          r.ratios.zstdVsPgshelfGzip,
+        );
+        row(
+          `archive size, ${r.database}, zstd`,
+          mb(r.bytes.pgshelfZstd),
+          `zstd -3: ${mb(r.bytes.zstd)}`,
+          r.bytes.zstd ? Number((r.bytes.pgshelfZstd / r.bytes.zstd).toFixed(4)) : '',
+        );
+      }
+      row(`worker peak RSS, backup of ${r.database}`, `${r.workerPeakRssMb} MB`, '', '', '< 200 MB');
+    } else {
+      row(
+        `backup ${r.database} to ${r.target}`,
+        s(m.pgshelf),
+        `\`pg_dump \\| gzip -6 \\| aws s3 cp -\`: ${s(m.shell)}`,
+        r.ratios.vsShell,
+      );
+      row(`worker peak RSS, backup of ${r.database} to S3`, `${r.workerPeakRssMb} MB`, '', '', '< 200 MB');
+    }
+  }
+  for (const r of results.restore?.results ?? []) {
+    const jobs = r.restoreJobs === undefined ? '' : `, PGSHELF_RESTORE_JOBS=${r.restoreJobs}`;
+    const pair = r.medianPairRatio === undefined ? '' : ` (rounds: ${r.medianPairRatio})`;
+    row(
+      `restore ${r.database}${jobs}`,
+      s(r.pgshelfMedianMs),
+      `\`createdb\` + \`gunzip -c \\| psql\`: ${s(r.shellMedianMs)}`,
+      `${r.ratio}${pair}`,
+    );
+    const rss = r.peakRssMb ?? r.workerPeakRssMb;
+    if (rss !== undefined) row(`peak RSS, restore ${r.database}${jobs}`, `${rss} MB`, '', '');
+  }
+  for (const [name, b] of Object.entries(results)) {
+    if (['backup', 'restore'].includes(name) || !Array.isArray(b?.results)) continue;
+    for (const r of b.results) {
+      const label = r.label ?? r.database ?? r.case ?? name;
+      if (r.ratio !== undefined) row(`${name}: ${label}`, s(r.pgshelfMedianMs), s(r.shellMedianMs), r.ratio);
+      const rss = r.peakRssMb ?? r.workerPeakRssMb;
+      if (rss !== undefined) row(`${name}: peak RSS, ${label}`, `${rss} MB`, '', '');
+    }
+  }
+  if (results.scheduler?.medianFirstEnqueueMs !== undefined)
+    row(
+      `scheduler: one slot for ${results.scheduler.databases} databases`,
+      `${results.scheduler.medianFirstEnqueueMs} ms`,
+      '',
+      '',
+    );
+  if (results.prune?.pruneMs !== undefined)
+    row(
+      `prune: ${results.prune.backups} backups (${results.prune.objects} objects)`,
+      s(results.prune.pruneMs),
+      '',
+      '',
+    );
+  const head =
+    `Machine: ${machine.cores} cores (${machine.cpu}), ${machine.memoryGiB} GiB, Node ${machine.node}, ` +
+    `PostgreSQL ${machine.postgres}; load average at the end ${machine.load.join(' ')}. Ratios are pgshelf / plain ` +
+    'tools, the median of per-round ratios (each round runs every contender once, order rotating).';
+  return [
+    head,
+    '',
+    '| benchmark | pgshelf | plain tools | ratio | goal |',
+    '| --- | --- | --- | --- | --- |',
+    ...rows,
+  ].join('\n');
 }

@@ -15,3 +15,13 @@ export async function mapLimit<T, R>(
   await Promise.all(workers);
   return out;
 }
+
+/** Waits for `p` to settle, or `ms` at most (its rejection is not this caller's: handle it where it is made). */
+export async function waitAtMost(p: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    p.catch(() => undefined),
+    new Promise((resolve) => (timer = setTimeout(resolve, Math.max(0, ms)))),
+  ]);
+  clearTimeout(timer);
+}

@@ -60,6 +60,14 @@ export class CorruptArchiveError extends PgshelfError {
   override readonly recoverable = false;
 }
 
+/**
+ * An age-encrypted archive that the keys of PGSHELF_AGE_IDENTITY_FILE cannot open (none is among its recipients).
+ * Retrying with the same keys cannot help.
+ */
+export class DecryptionError extends PgshelfError {
+  override readonly recoverable = false;
+}
+
 /** A manifest (or marker) in storage is too large, not JSON, fails the schema, or points at another archive. */
 export class ManifestInvalidError extends PgshelfError {
   override readonly recoverable = false;
@@ -108,6 +116,11 @@ export function isRecoverable(err: unknown): boolean {
 /** A restore drill found the restored data different from what the backup recorded. */
 export class DrillFailedError extends PgshelfError {
   override readonly recoverable = false;
+}
+
+/** The shell's convention for a command ended by a signal: 128 + its number (SIGINT 130, SIGTERM 143). */
+export function exitCodeFor(signal: NodeJS.Signals): number {
+  return signal === 'SIGINT' ? 130 : 143;
 }
 
 /** Thrown to end a command with an exit code after its message has been printed. */

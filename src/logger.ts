@@ -18,6 +18,10 @@ export const REDACT_PATHS = [
   'PGSHELF_MANIFEST_KEY',
   '*.PGSHELF_MANIFEST_KEY',
   '*.*.PGSHELF_MANIFEST_KEY',
+  'webhookSecret',
+  '*.webhookSecret',
+  'PGSHELF_WEBHOOK_SECRET',
+  '*.PGSHELF_WEBHOOK_SECRET',
 ];
 
 /** JSON lines on stderr, so that stdout stays free for `--json` documents. */

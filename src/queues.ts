@@ -1,7 +1,7 @@
 import { Queue, QueueEvents, type JobsOptions } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
 import { PgshelfError } from './errors.js';
-import type { Config } from './config/index.js';
+import { resolveTarget, storageIdentity, type Config } from './config/index.js';
 import { jobAttempts, type JobKind } from './jobs/registry.js';
 import type { Logger } from './logger.js';
 import { maskUrl } from './url.js';
@@ -10,7 +10,8 @@ export { JOB_KINDS, type JobKind } from './jobs/registry.js';
 
 /*
  * Every queue name, job id and Redis key pgshelf uses is built here. BullMQ keeps its own keys under
- * `<prefix>:<queue>:`; pgshelf's own live beside them, under `<prefix>:scheduler:` and `<prefix>:guard:`.
+ * `<prefix>:<queue>:`; pgshelf's own live beside them, under `<prefix>:scheduler:`, `<prefix>:guard:` and
+ * `<prefix>:alerts:`.
  */
 
 /** The BullMQ queue of a kind of job is named after it (under PGSHELF_QUEUE_PREFIX, BullMQ's `prefix`). */
@@ -45,6 +46,14 @@ export function runningJobId(prefix: string, kind: JobKind, id: string | undefin
 }
 
 /**
+ * BullMQ's own lock of a job (`<prefix>:<queue>:<id>:lock`): held by the worker running it, renewed every half
+ * PGSHELF_LOCK_DURATION, gone a lock duration after that worker died.
+ */
+export function jobLockKey(queue: Queue, id: string): string {
+  return queue.toKey(`${id}:lock`);
+}
+
+/**
  * A scheduler's claim on one slot of one database (SET NX): whoever sets it enqueues the slot, so a slot is
  * enqueued once however long BullMQ keeps finished jobs. Outside BullMQ's `<prefix>:<queue>:` key space.
  */
@@ -52,9 +61,51 @@ export function slotClaimKey(prefix: string, kind: JobKind, database: string, sl
   return `${prefix}:scheduler:claim:${kind}:${encodeURIComponent(database)}:${slot}`;
 }
 
-/** Hash: database -> id of the last job a scheduler enqueued for it, to coalesce slots while it still waits. */
+/**
+ * Hash: database -> id of the last job a scheduler (or the dashboard's "back up now") enqueued for it, to
+ * coalesce slots and clicks while it still waits.
+ */
 export function lastSlotJobsKey(prefix: string, kind: JobKind): string {
   return `${prefix}:scheduler:last:${kind}`;
+}
+
+/**
+ * Job id of a job someone asked for now (the dashboard's buttons), to the second: a form sent twice adds one
+ * job (BullMQ ignores an add whose id exists).
+ */
+export function manualJobId(kind: JobKind, database: string, at: Date): string {
+  return databaseJobId(kind, database, `now-${secondStamp(at)}`);
+}
+
+/**
+ * What alerts call a job a command ran `--in-process` (no queue gave it an id), started at `at`:
+ * `backup--app--in-process-20261126T020000Z`.
+ */
+export function inProcessJobId(kind: JobKind, database: string, at: Date): string {
+  return databaseJobId(kind, database, `in-process-${secondStamp(at)}`);
+}
+
+/** 2026-11-26T02:00:00.123Z -> 20261126T020000Z */
+function secondStamp(at: Date): string {
+  return at
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d{3}Z$/, 'Z');
+}
+
+/**
+ * The data of a job queued by a command or the dashboard: its input, the database it resolves to, and the
+ * storage it meant (a worker refuses a job for another database or storage, naming both).
+ */
+export function queuedJobData<I extends { readonly database?: string | undefined }>(
+  config: Config,
+  input: I,
+): I & { database: string; storage: string } {
+  return {
+    ...input,
+    database: resolveTarget(config, input.database).name,
+    storage: storageIdentity(config.storage),
+  };
 }
 
 /** The database guard: held by whichever job excludes others on that database (backup, prune). */
@@ -65,6 +116,19 @@ export function databaseGuardKey(prefix: string, database: string): string {
 /** The server's semaphore (a sorted set of holders): at most PGSHELF_HOST_CONCURRENCY dumps on host:port. */
 export function hostGuardKey(prefix: string, host: string, port: number): string {
   return `${prefix}:guard:host:${encodeURIComponent(`${host}:${port}`)}`;
+}
+
+/**
+ * A database's alert state, `failed`, `overdue` or `ok` (src/alerts/): the first success after `failed` or
+ * `overdue` swaps it to `ok` and is `backup.recovered`, whichever worker, scheduler or restart sees it.
+ */
+export function alertStateKey(prefix: string, database: string): string {
+  return `${prefix}:alerts:state:${encodeURIComponent(database)}`;
+}
+
+/** The claim (SET NX) on the one `backup.overdue` alert of a missed slot, across scheduler replicas. */
+export function overdueAlertKey(prefix: string, database: string, slot: string): string {
+  return `${prefix}:alerts:overdue:${encodeURIComponent(database)}:${slot}`;
 }
 
 /** BullMQ connection options from REDIS_URL. Workers need maxRetriesPerRequest: null (blocking commands). */

@@ -22,3 +22,18 @@ export function maskUrl(raw: string): string {
   if (colon === -1 || colon > at) return raw;
   return `${raw.slice(0, colon + 1)}***${raw.slice(at)}`;
 }
+
+/**
+ * A webhook or ping URL as it may be logged: scheme and host only. Slack-style webhooks and healthchecks.io pings
+ * carry their secret in the path, so the path and query are shown as `/***`.
+ */
+export function maskSecretUrl(raw: string): string {
+  try {
+    const url = new URL(maskUrl(raw));
+    const auth = url.username ? `${url.username}${url.password ? ':***' : ''}@` : '';
+    const rest = url.pathname.length > 1 || url.search ? '/***' : '';
+    return `${url.protocol}//${auth}${url.host}${rest}`;
+  } catch {
+    return '***';
+  }
+}

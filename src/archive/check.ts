@@ -2,19 +2,26 @@
  * An archive against its manifest: the stored size, then the bytes as they are read (size, SHA-256), then the SQL
  * inside (its size, pg_dump's completion line). Restore and verify make these checks with the same messages.
  */
-import { Transform, Writable, type TransformCallback } from 'node:stream';
+import { Transform, Writable, type Duplex, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGunzip } from 'node:zlib';
 import { ChecksumMismatchError, CorruptArchiveError, errorMessage } from '../errors.js';
 import type { Manifest } from '../catalog/manifest.js';
 import type { Storage } from '../storage/index.js';
-import { DUMP_COMPLETE, EndGate } from './gates.js';
+import { isGlobalsName } from '../catalog/layout.js';
+import { CLUSTER_DUMP_COMPLETE, DUMP_COMPLETE, EndGate } from './gates.js';
 import { DigestStream } from './digest.js';
+import { archiveCompression, createDecompressor } from './compression.js';
+import { decryptStage, type AgeKeys } from './age.js';
 
 /** What was read of an archive so far: the stored bytes, and the SQL they gunzip to. */
 export interface ArchiveRead {
   readonly archive?: { readonly bytes: number; readonly sha256: string };
   readonly sql?: { readonly bytes: number; readonly complete: boolean };
+}
+
+/** The line a complete dump ends with: pg_dump's, or pg_dumpall's for a server's globals. */
+export function completionLine(manifest: Pick<Manifest, 'database'> | undefined): string {
+  return manifest && isGlobalsName(manifest.database) ? CLUSTER_DUMP_COMPLETE : DUMP_COMPLETE;
 }
 
 /** "backup ID of "DB": " for an archive with a manifest, else "": says which backup a message is about. */
@@ -60,19 +67,23 @@ export function checkAgainstManifest(
   }
   if (sql && !sql.complete) {
     return new CorruptArchiveError(
-      `${name} ends without pg_dump's "${DUMP_COMPLETE}" line: the dump is incomplete; restore another backup`,
+      `${name} ends without ${completionLine(manifest) === DUMP_COMPLETE ? 'pg_dump' : 'pg_dumpall'}'s "${completionLine(manifest)}" line: the dump is incomplete; restore another backup`,
     );
   }
   return undefined;
 }
 
-/** zlib's errors (Z_DATA_ERROR, Z_BUF_ERROR for a truncated file) mean a damaged archive. */
+/**
+ * zlib's errors (Z_DATA_ERROR, Z_BUF_ERROR for a truncated file) and zstd's (ZSTD_error_corruption_detected, ...)
+ * mean a damaged archive. (Node's zstd decoder ends a truncated frame quietly: the SQL checks catch that.)
+ */
 export function asCorruptArchive(
   err: unknown,
   manifest: Manifest | undefined,
   where: string,
 ): CorruptArchiveError | undefined {
-  if (!(err as { code?: string }).code?.startsWith('Z_')) return undefined;
+  const code = (err as { code?: string }).code;
+  if (!code?.startsWith('Z_') && !code?.startsWith('ZSTD_')) return undefined;
   return new CorruptArchiveError(
     `${label(manifest)}${where} cannot be decompressed (${errorMessage(err)}): it is truncated or damaged; ` +
       'use another backup',
@@ -127,15 +138,30 @@ export function archiveGate(manifest: Manifest | undefined, where: string, diges
 }
 
 /** The SQL's checks, made before its end reaches psql (which then commits). */
-export function sqlGate(
-  manifest: Manifest | undefined,
-  where: string,
-  onChunk?: (chunk: Buffer) => void,
-): EndGate {
+export function sqlGate(manifest: Manifest | undefined, where: string): EndGate {
   return new EndGate(
     (g) => checkAgainstManifest(manifest, where, { sql: { bytes: g.bytes, complete: g.tail.complete } }),
-    onChunk,
+    completionLine(manifest),
   );
+}
+
+/**
+ * The one read path of stored archives, from the stored bytes to the SQL: [size limit] -> SHA-256 -> the stored
+ * bytes' checks -> [age decryption] -> gunzip (or zstd). Restore and verify both read through it.
+ */
+export function archiveReadStages(
+  manifest: Manifest | undefined,
+  where: string,
+  digest: DigestStream,
+  age: AgeKeys | undefined,
+): Duplex[] {
+  const stages: Duplex[] = [];
+  if (manifest) stages.push(new SizeLimit(manifest.archive.bytes, where));
+  stages.push(digest, archiveGate(manifest, where, digest));
+  if (age) stages.push(decryptStage(age, where));
+  // `where` ends with the key, so an archive without a manifest is known by its suffix (.zst, .zst.age).
+  stages.push(createDecompressor(archiveCompression(manifest, where), where));
+  return stages;
 }
 
 /**
@@ -151,6 +177,8 @@ export class ArchiveCheck {
     private readonly storage: Storage,
     private readonly key: string,
     private readonly manifest: Manifest | undefined,
+    /** The keys of an age-encrypted archive (decryptionFor), else undefined. */
+    private readonly age: AgeKeys | undefined,
   ) {
     this.where = storage.locate(key);
     this.sql = sqlGate(manifest, this.where);
@@ -159,17 +187,11 @@ export class ArchiveCheck {
   /** Resolves with what was read when every check passed; rejects with the first that failed. */
   async run(signal: AbortSignal): Promise<{ bytes: number; sha256: string; uncompressedBytes: number }> {
     const { manifest, where } = this;
-    const stages: Transform[] = [];
-    if (manifest) stages.push(new SizeLimit(manifest.archive.bytes, where));
-    stages.push(
-      this.digest,
-      archiveGate(manifest, where, this.digest),
-      createGunzip({ chunkSize: 128 * 1024 }),
-    );
+    const stages = archiveReadStages(manifest, where, this.digest, this.age);
     try {
       await pipeline(
         await this.storage.openRead(this.key, { signal }),
-        ...(stages as [Transform]),
+        ...(stages as [Duplex]),
         this.sql,
         new Writable({ write: (_chunk, _enc, cb) => cb() }),
         { signal },

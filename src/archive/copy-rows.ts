@@ -1,5 +1,7 @@
 /** Row counts of a plain-format dump, read from its COPY blocks as it streams by. */
 const NL = 0x0a;
+const BACKSLASH = 0x5c;
+const DOT = 0x2e;
 const MAX_HEADER_LINE = 1 << 20;
 
 /**
@@ -16,8 +18,9 @@ export class CopyRowCounter {
   /** Partial line carried between chunks while outside a COPY block (headers are short). */
   private carry: Buffer[] = [];
   private carryLength = 0;
-  /** In a COPY block: the first bytes of the current line (enough to recognise `\.`), and its length so far. */
-  private lineHead = '';
+  /** In a COPY block: the current line's first and last bytes (to recognise `\.`) and its length so far. */
+  private lineFirst = 0;
+  private lineLast = 0;
   private lineLength = 0;
 
   push(chunk: Buffer): void {
@@ -26,17 +29,19 @@ export class CopyRowCounter {
       const nl = chunk.indexOf(NL, pos);
       const end = nl === -1 ? chunk.length : nl;
       if (this.inCopy) {
-        if (this.lineLength < 3)
-          this.lineHead += chunk.toString('latin1', pos, Math.min(end, pos + 3 - this.lineLength));
-        this.lineLength += end - pos;
+        // Bytes, not strings: a dump's rows pass through here one by one, and a string per row shows in profiles.
+        if (end > pos) {
+          if (this.lineLength === 0) this.lineFirst = chunk[pos]!;
+          this.lineLast = chunk[end - 1]!;
+          this.lineLength += end - pos;
+        }
         if (nl === -1) return;
-        if (this.lineLength === 2 && this.lineHead === '\\.') {
+        if (this.lineLength === 2 && this.lineFirst === BACKSLASH && this.lineLast === DOT) {
           this.tables.set(this.table, (this.tables.get(this.table) ?? 0) + this.rows);
           this.inCopy = false;
         } else {
           this.rows++;
         }
-        this.lineHead = '';
         this.lineLength = 0;
       } else {
         if (nl === -1) {

@@ -8,6 +8,8 @@ export interface Progress {
   readonly bytesOut: number;
   /** Bytes of the source expected in all, when known (restores: the archive size). */
   readonly totalBytes?: number;
+  /** A guess at totalBytes when it is not known (backups: the database's size on disk). */
+  readonly estimatedBytes?: number;
   readonly elapsedMs: number;
   /** bytesIn per second over the whole run. */
   readonly rate: number;
@@ -23,6 +25,7 @@ export interface RunContext {
 export interface Meter {
   readonly phase: string;
   readonly totalBytes?: number;
+  readonly estimatedBytes?: number;
   bytesIn(): number;
   bytesOut(): number;
 }
@@ -73,6 +76,7 @@ export async function withJobRun<T>(
         bytesIn,
         bytesOut: meter.bytesOut(),
         ...(meter.totalBytes !== undefined ? { totalBytes: meter.totalBytes } : {}),
+        ...(meter.estimatedBytes !== undefined ? { estimatedBytes: meter.estimatedBytes } : {}),
         elapsedMs,
         rate: elapsedMs > 0 ? (bytesIn * 1000) / elapsedMs : 0,
       },

@@ -45,7 +45,7 @@ export abstract class SqlLexer extends Transform {
   protected line = 1;
   // Pending pieces of the current line (held back until its newline), and whether it already streamed.
   protected lineBytes = 0;
-  protected lineKind: 'sql' | 'meta' | 'owner' | 'begin' = 'sql';
+  protected lineKind: 'sql' | 'meta' | 'owner' | 'begin' | 'created' = 'sql';
   // pg_dump's large-object block (BEGIN; lo_open/lowrite/lo_close; COMMIT;): its two lines are dropped, psql's
   // single transaction already holds it.
   protected blobs = false;

@@ -5,9 +5,11 @@ import {
   errorMessage,
   ManifestInvalidError,
   ManifestSignatureError,
+  StorageError,
 } from '../errors.js';
 import type { Storage } from '../storage/index.js';
 import { databasePrefix, parseKey, type ParsedKey } from './layout.js';
+import { readAttemptMarker } from './markers.js';
 import {
   MANIFEST_MAX_BYTES,
   manifestTrust,
@@ -28,6 +30,12 @@ export interface StoredBackup {
   readonly archiveBytes: number | undefined;
   readonly archiveModified: Date | undefined;
   readonly manifestKey: string | undefined;
+  /**
+   * The manifest object's listing time and size: a drill's rewrite changes both (it appends a record; S3 times
+   * have whole seconds), so a reader can cache a manifest by them.
+   */
+  readonly manifestModified: Date | undefined;
+  readonly manifestBytes: number | undefined;
 }
 
 /**
@@ -38,7 +46,7 @@ export async function scanBackups(storage: Storage, database?: string): Promise<
   interface Entry {
     parsed: ParsedKey;
     archive?: { key: string; size: number; modified: Date };
-    manifestKey?: string;
+    manifest?: { key: string; size: number; modified: Date };
   }
   const map = new Map<string, Entry>();
   for await (const obj of storage.list(database === undefined ? '' : databasePrefix(database))) {
@@ -46,7 +54,8 @@ export async function scanBackups(storage: Storage, database?: string): Promise<
     if (!parsed || (database !== undefined && parsed.database !== database)) continue;
     let entry = map.get(parsed.base);
     if (!entry) map.set(parsed.base, (entry = { parsed }));
-    if (parsed.kind === 'manifest') entry.manifestKey = obj.key;
+    if (parsed.kind === 'manifest')
+      entry.manifest = { key: obj.key, size: obj.size, modified: obj.lastModified };
     else entry.archive = { key: obj.key, size: obj.size, modified: obj.lastModified };
   }
   const out: StoredBackup[] = [...map.entries()].map(([base, e]) => ({
@@ -57,7 +66,9 @@ export async function scanBackups(storage: Storage, database?: string): Promise<
     archiveKey: e.archive?.key,
     archiveBytes: e.archive?.size,
     archiveModified: e.archive?.modified,
-    manifestKey: e.manifestKey,
+    manifestKey: e.manifest?.key,
+    manifestModified: e.manifest?.modified,
+    manifestBytes: e.manifest?.size,
   }));
   return out.sort((a, b) => b.startedAt.getTime() - a.startedAt.getTime() || (a.id < b.id ? 1 : -1));
 }
@@ -127,6 +138,10 @@ export interface ListedBackup {
   readonly durationMs: number | null;
   readonly verified: boolean | null;
   readonly verifiedAt: string | null;
+  /** The scheduler's slot (local time) the backup was made for; null when made by hand. */
+  readonly slot: string | null;
+  /** How long the latest drill's restore took (the recovery time it measured); null when never drilled. */
+  readonly drillRestoreMs: number | null;
   /**
    * complete: manifest and archive; missing: a manifest whose archive is gone (not restorable); invalid: a
    * manifest that cannot be read or trusted (see `problem`); orphan: an archive without a manifest.
@@ -165,6 +180,8 @@ export async function listBackups(
       durationMs: manifest?.durationMs ?? null,
       verified: manifest ? (manifest.drill?.verified ?? false) : null,
       verifiedAt: manifest?.drill?.at ?? null,
+      slot: manifest?.slot ?? null,
+      drillRestoreMs: manifest?.drill?.restoreMs ?? null,
       status:
         b.manifestKey === undefined ? 'orphan' : !manifest ? 'invalid' : missing ? 'missing' : 'complete',
       archive: b.archiveKey ? storage.locate(b.archiveKey) : null,
@@ -222,4 +239,35 @@ export async function locateArchive(
     backupId: backup.id,
     sourceDatabase: manifest.database,
   };
+}
+
+/** Manifests tried, newest first, when the newest cannot be read or trusted. */
+const LAST_SUCCESS_TRIES = 3;
+
+/**
+ * When the newest successful backup of `database` finished, read cheaply: the attempt marker alone (one small
+ * GET) when it records a success at or after `atLeast`; otherwise one listing and the newest manifests (the
+ * marker is written best effort, so it may be stale). undefined when storage holds no successful backup.
+ */
+export async function lastSuccessAt(
+  storage: Storage,
+  database: string,
+  options: { readonly trust?: ManifestTrust; readonly atLeast?: Date } = {},
+): Promise<Date | undefined> {
+  const attempt = await readAttemptMarker(storage, database);
+  const marked =
+    attempt.state === 'ok' && attempt.record.status === 'succeeded' ? new Date(attempt.record.at) : undefined;
+  if (marked && options.atLeast && marked >= options.atLeast) return marked;
+  const committed = (await scanBackups(storage, database)).filter(
+    (b) => b.manifestKey !== undefined && b.archiveKey !== undefined,
+  );
+  for (const b of committed.slice(0, LAST_SUCCESS_TRIES)) {
+    try {
+      return new Date((await readManifest(storage, b.manifestKey!, options.trust)).finishedAt);
+    } catch (err) {
+      if (err instanceof StorageError) throw err;
+    }
+  }
+  // A success the marker records but whose backup is not in storage (or not trusted) cannot be restored.
+  return undefined;
 }

@@ -2,7 +2,14 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
 import { BackupNotFoundError, ManifestInvalidError, ManifestSignatureError } from '../errors.js';
 import type { Storage } from '../storage/index.js';
-import { ARCHIVE_SUFFIX, ENCRYPTED_SUFFIX, MANIFEST_SUFFIX, parseKey } from './layout.js';
+import {
+  AGE_SUFFIX,
+  ARCHIVE_SUFFIXES,
+  MANIFEST_SUFFIX,
+  compressionOfKey,
+  parseKey,
+  type Compression,
+} from './layout.js';
 
 export const MANIFEST_FORMAT = 'pgshelf-backup';
 export const MANIFEST_VERSION = 1;
@@ -32,12 +39,20 @@ const ManifestSchema = z.looseObject({
   serverVersionNum: count,
   pgDumpVersion: z.string(),
   pgDumpPath: z.string(),
-  dumpOptions: z.looseObject({ noOwner: z.boolean(), noPrivileges: z.boolean() }),
-  compression: z.looseObject({
-    format: z.literal('gzip'),
-    level: z.number().int().min(1).max(9),
-    threads: z.number().int().positive().optional(),
+  dumpOptions: z.looseObject({
+    noOwner: z.boolean(),
+    noPrivileges: z.boolean(),
+    globalsOnly: z.boolean().optional(),
+    noRolePasswords: z.boolean().optional(),
   }),
+  compression: z.discriminatedUnion('format', [
+    z.looseObject({
+      format: z.literal('gzip'),
+      level: z.number().int().min(1).max(9),
+      threads: z.number().int().positive().optional(),
+    }),
+    z.looseObject({ format: z.literal('zstd'), level: z.number().int().min(1).max(22) }),
+  ]),
   encryption: z.looseObject({ format: z.literal('age'), recipients: z.array(z.string()) }).nullable(),
   archive: z.looseObject({
     key: z.string().min(1),
@@ -46,10 +61,13 @@ const ManifestSchema = z.looseObject({
   }),
   uncompressedBytes: count,
   databaseSize: count,
+  slot: z.string().max(64).optional(),
+  databaseOwner: z.string().optional(),
   startedAt: timestamp,
   finishedAt: timestamp,
   durationMs: z.number().nonnegative(),
   tables: z.record(z.string(), count).default({}),
+  extensions: z.array(z.looseObject({ name: z.string().min(1), schema: z.string().min(1) })).optional(),
   drill: DrillSchema.nullable().default(null),
   drills: z.array(DrillSchema).default([]),
   signature: z.string().optional(),
@@ -75,17 +93,32 @@ export interface Manifest {
   readonly serverVersionNum: number;
   readonly pgDumpVersion: string;
   readonly pgDumpPath: string;
-  readonly dumpOptions: { readonly noOwner: boolean; readonly noPrivileges: boolean };
-  readonly compression: { readonly format: 'gzip'; readonly level: number; readonly threads?: number };
+  readonly dumpOptions: {
+    readonly noOwner: boolean;
+    readonly noPrivileges: boolean;
+    /** A server's globals: pg_dumpall --globals-only (with --no-role-passwords when that is true). */
+    readonly globalsOnly?: boolean;
+    readonly noRolePasswords?: boolean;
+  };
+  readonly compression: { readonly format: Compression; readonly level: number; readonly threads?: number };
   readonly encryption: null | { readonly format: 'age'; readonly recipients: readonly string[] };
   readonly archive: { readonly key: string; readonly bytes: number; readonly sha256: string };
   readonly uncompressedBytes: number;
   readonly databaseSize: number;
+  /** The database's owner on the source server (restore-server creates the database with this owner). */
+  readonly databaseOwner?: string;
+  /** The scheduler's slot (local time, e.g. 2026-11-25T02:00:00) the backup was made for; absent when by hand. */
+  readonly slot?: string;
   readonly startedAt: string;
   readonly finishedAt: string;
   readonly durationMs: number;
   /** Rows per table as counted in the dump, keyed by the table name as pg_dump printed it. */
   readonly tables: Readonly<Record<string, number>>;
+  /**
+   * The database's extensions when it was dumped (absent in manifests of pgshelf before 2026-11-26): a restore
+   * creates the untrusted ones as POSTGRES_ADMIN_USER before the archive streams.
+   */
+  readonly extensions?: readonly { readonly name: string; readonly schema: string }[];
   /** The latest restore drill of this backup, or null. */
   readonly drill: DrillRecord | null;
   /** Every drill, oldest first. */
@@ -151,7 +184,7 @@ export function siblingArchives(manifestKey: string): string[] {
   const base = manifestKey.endsWith(MANIFEST_SUFFIX)
     ? manifestKey.slice(0, -MANIFEST_SUFFIX.length)
     : manifestKey;
-  return [base + ARCHIVE_SUFFIX, base + ENCRYPTED_SUFFIX];
+  return ARCHIVE_SUFFIXES.map((suffix) => base + suffix);
 }
 
 /**
@@ -201,6 +234,19 @@ export function parseManifest(
     throw new ManifestInvalidError(
       `manifest ${where} names the archive ${JSON.stringify(manifest.archive.key)}, which is not its own ` +
         `(${siblings[0]}): refused, nothing was read`,
+    );
+  }
+  if (compressionOfKey(manifest.archive.key) !== manifest.compression.format) {
+    throw new ManifestInvalidError(
+      `manifest ${where} says the archive is ${manifest.compression.format}-compressed, but its name ` +
+        `${JSON.stringify(manifest.archive.key)} says otherwise: refused, nothing was read`,
+    );
+  }
+  // The name says whether the archive is encrypted; so does the manifest, and they must agree.
+  if (manifest.archive.key.endsWith(AGE_SUFFIX) !== (manifest.encryption !== null)) {
+    throw new ManifestInvalidError(
+      `manifest ${where} says its archive is ${manifest.encryption ? '' : 'not '}encrypted, but the archive's ` +
+        `name ${JSON.stringify(manifest.archive.key)} says otherwise: refused`,
     );
   }
   const parsed = parseKey(key);

@@ -1,6 +1,8 @@
 /**
  * Small per-database records next to the backups, read by prune without opening every manifest:
- *   <database>/.pgshelf-last-attempt.json   the latest backup attempt: running, succeeded or failed
+ *   <database>/.pgshelf-last-attempt.json   the latest backup attempt: running, succeeded or failed; while running,
+ *                                           the BullMQ job running it and a heartbeat (renewedAt), so a reader can
+ *                                           tell an attempt whose worker died (it never writes its outcome)
  *   <database>/.pgshelf-last-verified.json  the newest backup a restore drill verified
  * Read with a size cap and a schema: a marker that fails them counts as absent, and is reported.
  */
@@ -18,6 +20,11 @@ const AttemptSchema = z.object({
   id: z.string().min(1).max(200),
   at: z.iso.datetime({ offset: true }),
   error: z.string().optional(),
+  /** The job running the attempt, `<prefix>:<queue>:<id>` (runningJobId); absent when run in-process. */
+  job: z.string().min(1).max(400).optional(),
+  /** While running: rewritten every `renewEveryMs` (the writer's clock) until the attempt ends. */
+  renewedAt: z.iso.datetime({ offset: true }).optional(),
+  renewEveryMs: z.number().int().positive().max(86_400_000).optional(),
 });
 
 const VerifiedSchema = z.object({
@@ -98,6 +105,46 @@ export async function writeAttempt(
   await storage
     .putObject(attemptKey(database), JSON.stringify(record) + '\n')
     .catch((err: unknown) => log.warn({ err: String(err) }, 'could not record the backup attempt'));
+}
+
+/**
+ * Keeps a running attempt's marker alive: rewrites `record` with a fresh `renewedAt` every `record.renewEveryMs`
+ * (a write still under way skips a beat) until `stop()`, which waits for the write in flight, so the outcome
+ * written next is never overwritten by a late beat.
+ */
+export function heartbeatAttempt(
+  storage: Storage,
+  database: string,
+  record: AttemptRecord & { readonly renewEveryMs: number },
+  now: () => Date,
+  log: Logger,
+): { stop(): Promise<void> } {
+  let writing: Promise<void> | undefined;
+  const timer = setInterval(() => {
+    writing ??= writeAttempt(storage, database, { ...record, renewedAt: now().toISOString() }, log).finally(
+      () => (writing = undefined),
+    );
+  }, record.renewEveryMs);
+  timer.unref();
+  return {
+    stop: async () => {
+      clearInterval(timer);
+      await writing;
+    },
+  };
+}
+
+/** Beats a running attempt's heartbeat may miss (a slow or refused write) before it reads as stopped. */
+export const HEARTBEAT_MISSES = 3;
+
+/**
+ * Whether a "running" marker's heartbeat is still beating at `now`: renewed (or started) within HEARTBEAT_MISSES
+ * beats. undefined for a marker without a heartbeat (written by an older pgshelf): it cannot be told.
+ */
+export function heartbeatFresh(record: AttemptRecord, now: Date): boolean | undefined {
+  if (record.renewEveryMs === undefined) return undefined;
+  const last = Date.parse(record.renewedAt ?? record.at);
+  return now.getTime() - last <= HEARTBEAT_MISSES * record.renewEveryMs;
 }
 
 export async function writeVerified(

@@ -1,6 +1,6 @@
 /** The queue side of a command: put the job on its queue and wait for a worker, showing what happens to it. */
 import { Job, type Queue, type QueueEvents } from 'bullmq';
-import { CommandFailed, errorMessage } from '../errors.js';
+import { CommandFailed, errorMessage, exitCodeFor } from '../errors.js';
 import type { Progress } from '../jobs/context.js';
 import type { JobKind } from '../queues.js';
 import type { ProgressLine } from './progress.js';
@@ -15,6 +15,50 @@ class Interrupted extends Error {
 }
 
 /**
+ * SIGINT and SIGTERM while a command puts a job on a queue and waits for it. Taken before the job is added: a
+ * signal that comes while it is being added, or just after, must still take it off the queue (a handler
+ * installed after the "no worker is running" line left a window in which Ctrl-C killed the command and left
+ * the job queued). Before the add starts there is nothing to take back: a signal calls `beforeAdd`, which ends
+ * the command (a Redis that stopped answering must not hold it). From the add on, the first signal interrupts
+ * the wait; a second one ends the command at once, without waiting for Redis to answer.
+ */
+export class QueueInterrupts {
+  private first: NodeJS.Signals | undefined;
+  private adding = false;
+  private reject: ((err: Interrupted) => void) | undefined;
+  /** Rejects with the first signal; never resolves. */
+  readonly interrupted: Promise<never>;
+  private readonly onSignal = (signal: NodeJS.Signals): void => {
+    if (!this.adding) return this.beforeAdd(signal);
+    if (this.first) {
+      process.stderr.write(`pgshelf: ${signal} again: exiting without waiting for the queue\n`);
+      process.exit(exitCodeFor(signal));
+    }
+    this.first = signal;
+    this.reject?.(new Interrupted(signal));
+  };
+
+  constructor(private readonly beforeAdd: (signal: NodeJS.Signals) => never) {
+    this.interrupted = new Promise<never>((_, reject) => {
+      this.reject = reject;
+    });
+    this.interrupted.catch(() => undefined); // raced in waitForJob
+    process.on('SIGINT', this.onSignal);
+    process.on('SIGTERM', this.onSignal);
+  }
+
+  /** Called just before the job is added: from here a signal takes the job back off the queue. */
+  addStarts(): void {
+    this.adding = true;
+  }
+
+  close(): void {
+    process.off('SIGINT', this.onSignal);
+    process.off('SIGTERM', this.onSignal);
+  }
+}
+
+/**
  * Waits until a worker finishes `job`, relaying its progress, its retries ("attempt 2 of 3 after: ...") and a
  * restart after its worker stopped. Ctrl-C (or SIGTERM) removes the job when no worker has started it, or says
  * that it goes on; the command then exits 130 either way (143 for SIGTERM).
@@ -25,6 +69,7 @@ export async function waitForJob<R>(
   events: QueueEvents,
   job: Job,
   progress: ProgressLine,
+  interrupts: QueueInterrupts,
 ): Promise<R> {
   const id = String(job.id);
   let attemptsSeen = 0;
@@ -53,28 +98,19 @@ export async function waitForJob<R>(
         `${kind} job ${id}: its worker stopped while running it; it starts again on another worker`,
       );
   };
-  let interrupt: ((signal: NodeJS.Signals) => void) | undefined;
-  const interrupted = new Promise<never>((_, reject) => {
-    interrupt = (signal) => reject(new Interrupted(signal));
-  });
-  const onSignal = (signal: NodeJS.Signals): void => interrupt?.(signal);
   events.on('progress', onProgress);
   events.on('delayed', onRetry);
   events.on('waiting', onRetry);
   events.on('stalled', onStalled);
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
   const finished = job.waitUntilFinished(events);
   finished.catch(() => undefined); // settled below, or abandoned on Ctrl-C
   try {
-    return (await Promise.race([finished, interrupted])) as R;
+    return (await Promise.race([finished, interrupts.interrupted])) as R;
   } catch (err) {
-    if (err instanceof Interrupted) throw await leave(kind, queue, id, err.signal === 'SIGTERM' ? 143 : 130);
+    if (err instanceof Interrupted) throw await leave(kind, queue, id, exitCodeFor(err.signal));
     const failed = await Job.fromId(queue, id);
     throw new CommandFailed(`${kind} job ${id} failed: ${failed?.failedReason ?? errorMessage(err)}`, 1);
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
     events.off('progress', onProgress);
     events.off('delayed', onRetry);
     events.off('waiting', onRetry);

@@ -1,13 +1,21 @@
-import { loadConfig, resolveTarget, storageIdentity, type Config, type Env } from '../config/index.js';
-import { AbortedError, BackupRunningError, CommandFailed, errorMessage } from '../errors.js';
+import { inProcessAlerts, type InProcessAlerts } from '../alerts/in-process.js';
+import { loadConfig, resolveTarget, type Config, type Env } from '../config/index.js';
+import { AbortedError, BackupRunningError, CommandFailed, errorMessage, exitCodeFor } from '../errors.js';
 import { createRegistry } from '../jobs/registry.js';
 import { createLogger, type Logger } from '../logger.js';
-import { checkRedis, createQueue, createQueueEvents, redisConnection, type JobKind } from '../queues.js';
+import {
+  checkRedis,
+  createQueue,
+  createQueueEvents,
+  queuedJobData,
+  redisConnection,
+  type JobKind,
+} from '../queues.js';
 import { createStorage, type Storage } from '../storage/index.js';
 import { maskUrl } from '../url.js';
 import { BackupGuards, takeAdvisoryBackupLock } from '../worker/locks.js';
 import { ProgressLine } from './progress.js';
-import { waitForJob } from './queued.js';
+import { QueueInterrupts, waitForJob } from './queued.js';
 
 export interface SubmitOptions {
   readonly inProcess?: boolean;
@@ -48,16 +56,71 @@ export class Runtime {
   }
 
   /**
-   * Runs the job in this process. A first SIGINT or SIGTERM aborts it (kills pg_dump/psql, aborts the upload)
+   * Runs the job in this process, and raises the alerts and pings a worker would for how it ended (the
+   * database's webhooks and ping URLs; nothing at all when it has none). The command's result waits for them
+   * alertsFlushMs at most, and its exit code never depends on them.
+   */
+  private async runHere<R>(kind: JobKind, input: object, progress: ProgressLine): Promise<{ result: R }> {
+    const dryRun = (input as { dryRun?: boolean }).dryRun === true;
+    // Asked at most once per command: by the backup guard, then for the alert state.
+    let redis: Promise<boolean> | undefined;
+    const redisAnswers = (): Promise<boolean> =>
+      (redis ??= checkRedis(this.config, 2000).then(
+        () => true,
+        () => false,
+      ));
+    // A dry run changes nothing, so it raises nothing (a worker's dry-run prune does not either).
+    const alerts = dryRun
+      ? undefined
+      : inProcessAlerts({
+          config: this.config,
+          logger: this.logger,
+          storage: this.storage,
+          kind,
+          database: this.databaseOf(input),
+          redisAnswers,
+        });
+    try {
+      const outcome = await this.runGuarded<R>(kind, input, progress, redisAnswers, alerts);
+      alerts?.succeeded(outcome.result);
+      return outcome;
+    } catch (err) {
+      alerts?.failed(err);
+      throw err;
+    } finally {
+      await alerts?.flush();
+    }
+  }
+
+  /** The database a job is for, as a worker names it in its events (the default one when the input has none). */
+  private databaseOf(input: object): string | undefined {
+    const named = (input as { database?: string }).database;
+    try {
+      return resolveTarget(this.config, named).name;
+    } catch {
+      return named;
+    }
+  }
+
+  /**
+   * Runs the job under its guard. A first SIGINT or SIGTERM aborts it (kills pg_dump/psql, aborts the upload)
    * and the command ends with 130 or 143 once it has cleaned up; if that takes longer than
    * PGSHELF_SHUTDOWN_GRACE (a storage call that never answers), or a second signal comes, it exits at once.
    */
-  private async runHere<R>(kind: JobKind, input: object, progress: ProgressLine): Promise<{ result: R }> {
+  private async runGuarded<R>(
+    kind: JobKind,
+    input: object,
+    progress: ProgressLine,
+    redisAnswers: () => Promise<boolean>,
+    alerts: InProcessAlerts | undefined,
+  ): Promise<{ result: R }> {
     const { run } = createRegistry({ config: this.config, storage: this.storage, logger: this.logger })[kind];
     await this.storage.open();
     // A real prune takes the database's guard as on a worker: beside a long backup it could abort its upload.
     const pruning = kind === 'prune' && (input as { dryRun?: boolean }).dryRun !== true;
-    const release = kind === 'backup' || pruning ? await this.backupGuard(input, kind) : undefined;
+    const release =
+      kind === 'backup' || pruning ? await this.backupGuard(input, redisAnswers, kind) : undefined;
+    await alerts?.started(); // never throws: the guard is released below whatever happens
     const abort = new AbortController();
     let interrupted: NodeJS.Signals | undefined;
     const exitNow = (code: number): void => {
@@ -115,18 +178,18 @@ export class Runtime {
    * in-process backup and a worker's exclude each other), else an advisory lock in the database. A second
    * backup fails at once rather than waiting (a script can retry; a person sees why at once).
    */
-  private async backupGuard(input: object, kind: JobKind = 'backup'): Promise<() => Promise<void>> {
+  private async backupGuard(
+    input: object,
+    redisAnswers: () => Promise<boolean>,
+    kind: JobKind = 'backup',
+  ): Promise<() => Promise<void>> {
     const target = resolveTarget(this.config, (input as { database?: string }).database);
     const busy = (how: string): BackupRunningError =>
       new BackupRunningError(
         `another backup${kind === 'prune' ? ' or prune' : ''} of "${target.name}" is running (${how}); ` +
           'try again when it ends',
       );
-    const redisUp = await checkRedis(this.config, 2000).then(
-      () => true,
-      () => false,
-    );
-    if (redisUp) {
+    if (await redisAnswers()) {
       const guards = new BackupGuards(
         redisConnection(this.config),
         this.config.queuePrefix,
@@ -174,39 +237,41 @@ export class Runtime {
 
     // The worker runs the job with its own settings; the job says which database and storage the command meant,
     // and the worker refuses it when they are not its own.
-    const data = {
-      ...input,
-      database: resolveTarget(this.config, (input as { database?: string }).database).name,
-      storage: storageIdentity(this.config.storage),
-    };
+    const data = queuedJobData(this.config, input);
     await checkRedis(this.config);
     const queue = createQueue(this.config, kind);
     const events = options.wait === false ? undefined : createQueueEvents(this.config, kind);
+    // Signals are ours before the job exists: one that comes while it is added still takes it off the queue.
+    const interrupts = events
+      ? new QueueInterrupts((signal) => {
+          const message = `interrupted by ${signal} before the ${kind} job was queued: nothing was queued`;
+          process.stderr.write(`pgshelf: ${message}\n`);
+          if (options.json) printJsonError('Interrupted', message, exitCodeFor(signal));
+          process.exit(exitCodeFor(signal));
+        })
+      : undefined;
     try {
       await queue.waitUntilReady();
       if (events) await events.waitUntilReady();
+      interrupts?.addStarts();
       const job = await queue.add(kind, data, {
         ...(options.priority !== undefined ? { priority: options.priority } : {}),
         ...(options.jobId !== undefined ? { jobId: options.jobId } : {}),
       });
-      if (!events) return { jobId: job.id };
+      if (!events || !interrupts) return { jobId: job.id };
       if ((await queue.getWorkersCount()) === 0) {
         process.stderr.write(
           `job ${job.id} is queued on "${kind}" but no worker is running: start one with \`pgshelf worker\` ` +
             '(or press Ctrl-C, which takes it off the queue, and use --in-process)\n',
         );
       }
-      return { jobId: job.id, result: await waitForJob<R>(kind, queue, events, job, progress) };
+      return { jobId: job.id, result: await waitForJob<R>(kind, queue, events, job, progress, interrupts) };
     } finally {
+      interrupts?.close();
       await events?.close();
       await queue.close();
     }
   }
-}
-
-/** The shell's convention for a command ended by a signal: 128 + its number (SIGINT 130, SIGTERM 143). */
-export function exitCodeFor(signal: NodeJS.Signals): number {
-  return signal === 'SIGINT' ? 130 : 143;
 }
 
 /** Prints `value`, a successful command's result, as one JSON document on stdout, marked `"ok": true`. */

@@ -18,13 +18,25 @@
  *     - name: analytics
  *       host: analytics.internal
  *       schedule: "30 3 * * *"
+ *       webhook_url: https://alerts.example.com/pgshelf   # adds to PGSHELF_WEBHOOK_URL (and defaults')
+ *       ping_url: https://hc-ping.com/<uuid>               # this database's own check
+ *   servers:                       # every database of a server, found anew at each slot, and its globals
+ *     - host: pg2.internal
+ *       discover: { include: ["app_*"], exclude: ["app_tmp*"] }
+ *       no_role_passwords: true      # pg_dumpall --no-role-passwords (managed services)
  */
 import path from 'node:path';
-import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node, type YAMLMap } from 'yaml';
+import { createRequire } from 'node:module';
+import type * as Yaml from 'yaml';
+import type { Node, YAMLMap } from 'yaml';
 import { checkSsl } from './postgres.js';
 import { RETENTION_SETTINGS, YAML_SETTINGS, type Setting, type YamlSetting } from './settings.js';
-import type { DatabaseTarget, Env, PgSettings, Retention } from './types.js';
+import type { AlertTargets, DatabaseTarget, Env, PgSettings, Retention, ServerTarget } from './types.js';
 import { yamlNaming } from './validators.js';
+
+/** yaml is loaded on first use: only a PGSHELF_CONFIG file needs it, and loading it cost 0.1 s of every start. */
+let yamlModule: typeof Yaml | undefined;
+const yamlLib = (): typeof Yaml => (yamlModule ??= createRequire(import.meta.url)('yaml') as typeof Yaml);
 import { ConfigError } from '../errors.js';
 
 const keysOf = (group: string): string[] =>
@@ -33,8 +45,12 @@ const keysOf = (group: string): string[] =>
   );
 const CONNECTION_KEYS = keysOf('connection');
 const SCHEDULE_KEYS = [...keysOf('schedule'), 'retention'];
-const DATABASE_KEYS = ['name', ...CONNECTION_KEYS, ...SCHEDULE_KEYS];
-const DEFAULT_KEYS = [...CONNECTION_KEYS, ...SCHEDULE_KEYS];
+const ALERT_KEYS = keysOf('alerts');
+const DATABASE_KEYS = ['name', ...CONNECTION_KEYS, ...SCHEDULE_KEYS, ...ALERT_KEYS];
+// A ping URL is one database's check: every database pinging the same one would hide which failed.
+const DEFAULT_KEYS = [...CONNECTION_KEYS, ...SCHEDULE_KEYS, ...ALERT_KEYS.filter((k) => k !== 'ping_url')];
+const SERVER_KEYS = [...DEFAULT_KEYS, 'discover', 'no_role_passwords'];
+const DISCOVER_EXAMPLE = 'discover: { include: ["app_*"], exclude: ["*_tmp"] }';
 const BY_KEY = new Map<string, YamlSetting>(YAML_SETTINGS.map((s) => [s.yaml.key, s]));
 const RETENTION_EXAMPLE = `retention: { ${RETENTION_SETTINGS.map((s) => `${s.yaml.key}: ${s.setting.fallback}`).join(', ')} }`;
 const EXAMPLES: Record<string, string> = {
@@ -54,6 +70,11 @@ const EXAMPLES: Record<string, string> = {
   retention: RETENTION_EXAMPLE,
   defaults: 'defaults:\n  host: db.internal',
   databases: 'databases:\n  - name: app',
+  servers: 'servers:\n  - host: db.internal\n    discover: { include: ["*"] }',
+  discover: DISCOVER_EXAMPLE,
+  no_role_passwords: 'no_role_passwords: true',
+  include: 'include: ["app_*"]',
+  exclude: 'exclude: ["*_tmp"]',
 };
 
 type Plain = Record<string, unknown>;
@@ -69,16 +90,17 @@ export interface Inherited {
   readonly timezone: string;
   readonly retention: Retention;
   readonly drillSchedule: string | undefined;
+  readonly alerts: AlertTargets;
 }
 
-export function parseConfigFile(
-  text: string,
-  file: string,
-  inherited: Inherited,
-  env: Env,
-): DatabaseTarget[] {
-  const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
+export interface ConfigFile {
+  readonly databases: DatabaseTarget[];
+  readonly servers: ServerTarget[];
+}
+
+export function parseConfigFile(text: string, file: string, inherited: Inherited, env: Env): ConfigFile {
+  const lines = new (yamlLib().LineCounter)();
+  const doc = yamlLib().parseDocument(text, { lineCounter: lines, prettyErrors: false });
   const at = (node: Node | null | undefined): string => {
     const offset = node?.range?.[0];
     return offset === undefined ? file : `${file}:${lines.linePos(offset).line}`;
@@ -95,34 +117,41 @@ export function parseConfigFile(
     );
   }
   const root = doc.contents;
-  if (!isMap(root)) {
+  if (!yamlLib().isMap(root)) {
     throw fail(root, 'expected a mapping with a "databases" list, e.g.\ndatabases:\n  - name: app');
   }
-  checkKeys(root, ['defaults', 'databases'], 'the top level', fail);
+  checkKeys(root, ['defaults', 'databases', 'servers'], 'the top level', fail);
 
   const defaultsNode = root.get('defaults', true) as Node | undefined;
   let base = inherited;
   if (defaultsNode !== undefined) {
-    if (!isMap(defaultsNode))
+    if (!yamlLib().isMap(defaultsNode))
       throw fail(defaultsNode, '"defaults" must be a mapping, e.g. defaults:\n  host: db.internal');
     checkKeys(defaultsNode, DEFAULT_KEYS, '"defaults"', fail);
     base = applyEntry(defaultsNode, base, 'defaults', env, fail, file);
   }
 
   const list = root.get('databases', true) as Node | undefined;
-  if (!isSeq(list) || list.items.length === 0) {
-    throw fail(
-      list ?? root,
-      '"databases" must be a non-empty list, e.g.\ndatabases:\n  - name: app\n    schedule: "0 2 * * *"',
-    );
+  const serverList = root.get('servers', true) as Node | undefined;
+  if (serverList !== undefined && (!yamlLib().isSeq(serverList) || serverList.items.length === 0)) {
+    throw fail(serverList, `"servers" must be a non-empty list, e.g.\n${EXAMPLES.servers}`);
+  }
+  if (!yamlLib().isSeq(list) || list.items.length === 0) {
+    if (list !== undefined || serverList === undefined) {
+      throw fail(
+        list ?? root,
+        '"databases" must be a non-empty list, e.g.\ndatabases:\n  - name: app\n    schedule: "0 2 * * *"' +
+          ' (or list whole servers under "servers:")',
+      );
+    }
   }
   const seen = new Set<string>();
-  return list.items.map((item, i) => {
+  const databases = (yamlLib().isSeq(list) ? list.items : []).map((item, i) => {
     const where = `databases[${i}]`;
-    if (!isMap(item)) throw fail(item as Node, `${where} must be a mapping, e.g. - name: app`);
+    if (!yamlLib().isMap(item)) throw fail(item as Node, `${where} must be a mapping, e.g. - name: app`);
     checkKeys(item, DATABASE_KEYS, where, fail);
     const nameNode = item.get('name', true) as Node | undefined;
-    const name = isScalar(nameNode) ? nameNode.value : undefined;
+    const name = yamlLib().isScalar(nameNode) ? nameNode.value : undefined;
     if (typeof name !== 'string' || name === '')
       throw fail(nameNode ?? item, `${where}.name must be a database name, e.g. name: app`);
     if (seen.has(name)) throw fail(nameNode, `database "${name}" is listed twice`);
@@ -136,8 +165,64 @@ export function parseConfigFile(
       timezone: s.timezone,
       retention: s.retention,
       drillSchedule: s.drillSchedule,
+      alerts: s.alerts,
     });
   });
+  const seenServers = new Set<string>();
+  const servers = (yamlLib().isSeq(serverList) ? serverList.items : []).map((item, i): ServerTarget => {
+    const where = `servers[${i}]`;
+    if (!yamlLib().isMap(item))
+      throw fail(item as Node, `${where} must be a mapping, e.g. - host: db.internal`);
+    checkKeys(item, SERVER_KEYS, where, fail);
+    const s = applyEntry(item, base, where, env, fail, file);
+    const id = `${s.postgres.host}:${s.postgres.port}`;
+    if (seenServers.has(id)) throw fail(item, `server ${id} is listed twice`);
+    seenServers.add(id);
+    const discover = item.get('discover', true) as Node | undefined;
+    let include = ['*'];
+    let exclude: string[] = [];
+    if (discover !== undefined) {
+      if (!yamlLib().isMap(discover))
+        throw fail(discover, `${where}.discover must be a mapping, e.g. ${DISCOVER_EXAMPLE}`);
+      checkKeys(discover, ['include', 'exclude'], `${where}.discover`, fail);
+      const globs = (key: 'include' | 'exclude'): string[] | undefined => {
+        const n = discover.get(key, true) as Node | undefined;
+        if (n === undefined) return undefined;
+        const items = yamlLib().isSeq(n) ? n.items : [n];
+        return items.map((g) => {
+          const v = yamlLib().isScalar(g) ? g.value : undefined;
+          if (typeof v !== 'string' || v === '') {
+            throw fail(g as Node, `${where}.discover.${key} must be a list of globs, e.g. ${example(key)}`);
+          }
+          return v;
+        });
+      };
+      include = globs('include') ?? include;
+      exclude = globs('exclude') ?? exclude;
+    }
+    const nrp = item.get('no_role_passwords', true) as Node | undefined;
+    let noRolePasswords = false;
+    if (nrp !== undefined) {
+      if (!yamlLib().isScalar(nrp) || typeof nrp.value !== 'boolean') {
+        throw fail(nrp, `${where}.no_role_passwords must be true or false, e.g. no_role_passwords: true`);
+      }
+      noRolePasswords = nrp.value;
+    }
+    return Object.freeze({
+      id,
+      // Discovery and the globals connect to the postgres database, as pg_dumpall does.
+      postgres: Object.freeze({ ...s.postgres, database: 'postgres', origin: `${file}: ${where} (${id})` }),
+      schedule: s.schedule,
+      timezone: s.timezone,
+      retention: s.retention,
+      drillSchedule: s.drillSchedule,
+      include: Object.freeze(include),
+      exclude: Object.freeze(exclude),
+      noRolePasswords,
+      alerts: s.alerts,
+    });
+  });
+  return { databases, servers };
 }
 
 function checkKeys(
@@ -147,7 +232,7 @@ function checkKeys(
   fail: (n: Node | null | undefined, m: string) => ConfigError,
 ): void {
   for (const pair of map.items) {
-    const key = isScalar(pair.key) ? String(pair.key.value) : String(pair.key);
+    const key = yamlLib().isScalar(pair.key) ? String(pair.key.value) : String(pair.key);
     if (!allowed.includes(key)) {
       const close = allowed.find((k) => distance(k, key.toLowerCase().replace(/-/g, '_')) <= 2);
       throw fail(
@@ -171,7 +256,11 @@ function applyEntry(
   const text = (key: string): string | undefined => {
     const n = node(key);
     if (n === undefined) return undefined;
-    if (!isScalar(n) || (typeof n.value !== 'string' && typeof n.value !== 'number') || n.value === '') {
+    if (
+      !yamlLib().isScalar(n) ||
+      (typeof n.value !== 'string' && typeof n.value !== 'number') ||
+      n.value === ''
+    ) {
       throw fail(n, `${where}.${key} must be a text value, e.g. ${example(key)}`);
     }
     return String(n.value);
@@ -194,7 +283,7 @@ function applyEntry(
   const parsed = <T>(key: string, label = `${where}.${key}`, n = node(key)): T | undefined => {
     if (n === undefined) return undefined;
     const { setting, yaml } = BY_KEY.get(key)!;
-    const v = isScalar(n) ? n.value : undefined;
+    const v = yamlLib().isScalar(n) ? n.value : undefined;
     const raw = typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean' ? String(v) : '';
     try {
       return (setting as Setting<T>).parse(raw, yamlNaming(label, key), yaml.example ?? setting.example);
@@ -241,7 +330,7 @@ function applyEntry(
   let retention = base.retention;
   const r = node('retention');
   if (r !== undefined) {
-    if (!isMap(r)) throw fail(r, `${where}.retention must be a mapping, e.g. ${RETENTION_EXAMPLE}`);
+    if (!yamlLib().isMap(r)) throw fail(r, `${where}.retention must be a mapping, e.g. ${RETENTION_EXAMPLE}`);
     checkKeys(
       r,
       RETENTION_SETTINGS.map((s) => s.yaml.key),
@@ -255,7 +344,24 @@ function applyEntry(
     }
     retention = Object.freeze(next) as unknown as Retention;
   }
+  // webhook_url adds to what the entry inherits (PGSHELF_WEBHOOK_URL, defaults'); ping_url is the entry's own.
+  let webhooks = base.alerts.webhooks;
+  const hooks = node('webhook_url');
+  if (hooks !== undefined) {
+    const items = yamlLib().isSeq(hooks) ? (hooks.items as Node[]) : [hooks];
+    const added = items.flatMap((item, i) => {
+      const label = yamlLib().isSeq(hooks) ? `${where}.webhook_url[${i}]` : `${where}.webhook_url`;
+      return parsed<readonly string[]>('webhook_url', label, item) ?? [];
+    });
+    webhooks = Object.freeze([...new Set([...webhooks, ...added])]);
+  }
+  const ping = parsed<string>('ping_url');
+  const alerts: AlertTargets = Object.freeze({
+    webhooks,
+    pings: ping === undefined ? base.alerts.pings : Object.freeze([ping]),
+  });
   return {
+    alerts,
     postgres: Object.freeze({
       ...pgBase,
       port,

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { parseAge } from './age.js';
 import { parseConfigFile } from './file.js';
 import { childBaseEnv, parseSsl } from './postgres.js';
 import { get, raw as str, read, RETENTION_SETTINGS, TABLE } from './settings.js';
@@ -18,12 +19,16 @@ import type {
   PgSettings,
   Retention,
   S3Credentials,
+  ServerTarget,
   StorageSettings,
 } from './types.js';
+import { matchesGlobs, parseGlobalsName } from '../names.js';
 
 export type * from './types.js';
 export { SETTINGS, type SettingDoc } from './settings.js';
 export { MIN_MANIFEST_KEY_LENGTH, parseDbEcho } from './validators.js';
+export { readIdentityFile } from './age.js';
+export { ageLibrary } from './age-lib.js';
 
 export function parsePgSettings(env: Env, database: string, cwd = process.cwd()): PgSettings {
   const host = get(env, 'POSTGRES_HOST');
@@ -71,6 +76,7 @@ export function parseStorage(env: Env, cwd: string): StorageSettings {
   const endpoint = read(env, 'S3_ENDPOINT');
   const forcePathStyle = read(env, 'S3_FORCE_PATH_STYLE') ?? endpoint !== undefined;
   const maxParts = get(env, 'PGSHELF_S3_MAX_PARTS');
+  const firstPartSize = get(env, 'PGSHELF_S3_PART_SIZE') * 1024 * 1024;
   const connectTimeoutMs = get(env, 'PGSHELF_S3_CONNECT_TIMEOUT');
   const requestTimeoutMs = get(env, 'PGSHELF_S3_REQUEST_TIMEOUT');
   if (raw !== raw.trim()) throw bad('it has spaces around it (quoting in a .env file?); remove them');
@@ -92,6 +98,7 @@ export function parseStorage(env: Env, cwd: string): StorageSettings {
       region: read(env, 'S3_REGION') ?? str(env, 'AWS_REGION') ?? str(env, 'AWS_DEFAULT_REGION'),
       forcePathStyle,
       maxParts,
+      firstPartSize,
       credentials: s3Credentials(env),
       connectTimeoutMs,
       requestTimeoutMs,
@@ -154,7 +161,12 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
   const drillSchedule = read(env, 'PGSHELF_DRILL_SCHEDULE');
   const retention = parseRetention(env);
   const envPg = parsePgSettings(env, defaultDatabase ?? '', cwd);
+  // The environment's webhooks go to every database; its ping URL is the default database's check only.
+  const webhooks = read(env, 'PGSHELF_WEBHOOK_URL') ?? Object.freeze([]);
+  const envAlerts = Object.freeze({ webhooks, pings: Object.freeze([]) });
+  const envPing = read(env, 'PGSHELF_PING_URL');
   const databases: DatabaseTarget[] = [];
+  const servers: ServerTarget[] = [];
   if (configFile !== undefined) {
     const file = path.resolve(cwd, configFile);
     let text: string;
@@ -167,8 +179,10 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
       );
     }
     // The environment's settings are the defaults every listed database starts from.
-    const inherited = { postgres: envPg, schedule, timezone, retention, drillSchedule };
-    databases.push(...parseConfigFile(text, file, inherited, env));
+    const inherited = { postgres: envPg, schedule, timezone, retention, drillSchedule, alerts: envAlerts };
+    const parsed = parseConfigFile(text, file, inherited, env);
+    databases.push(...parsed.databases);
+    servers.push(...parsed.servers);
   }
   if (defaultDatabase !== undefined) {
     // Env wins for the default database: its POSTGRES_* connection, and any PGSHELF_* schedule setting that is set.
@@ -183,6 +197,11 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
         ? retention
         : (fromFile?.retention ?? retention),
       drillSchedule: drillSchedule ?? fromFile?.drillSchedule,
+      alerts: Object.freeze({
+        webhooks: fromFile?.alerts.webhooks ?? webhooks,
+        pings:
+          envPing !== undefined ? Object.freeze([envPing]) : (fromFile?.alerts.pings ?? Object.freeze([])),
+      }),
     });
     if (listed >= 0) databases[listed] = target;
     else databases.unshift(target);
@@ -195,23 +214,40 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
   return Object.freeze({
     defaultDatabase,
     databases: Object.freeze(databases),
-    envDefaults: Object.freeze({ postgres: envPg, schedule, timezone, retention, drillSchedule }),
+    servers: Object.freeze(servers),
+    envDefaults: Object.freeze({
+      postgres: envPg,
+      schedule,
+      timezone,
+      retention,
+      drillSchedule,
+      alerts: envAlerts,
+    }),
     dbEcho,
     redisUrl,
     storage: parseStorage(env, cwd),
+    compression: get(env, 'PGSHELF_COMPRESSION'),
     gzipLevel: get(env, 'PGSHELF_GZIP_LEVEL'),
     gzipThreads: read(env, 'PGSHELF_GZIP_THREADS') ?? Math.min(4, os.availableParallelism()),
+    restoreJobs: read(env, 'PGSHELF_RESTORE_JOBS') ?? os.availableParallelism(),
     queuePrefix,
     concurrency: get(env, 'PGSHELF_CONCURRENCY'),
     attempts: get(env, 'PGSHELF_ATTEMPTS'),
     retryDelayMs: get(env, 'PGSHELF_RETRY_DELAY'),
     orphanGraceMs: get(env, 'PGSHELF_ORPHAN_GRACE'),
     manifestKey: read(env, 'PGSHELF_MANIFEST_KEY'),
+    age: parseAge(env, cwd),
     hostConcurrency: get(env, 'PGSHELF_HOST_CONCURRENCY'),
     catchUp: get(env, 'PGSHELF_CATCH_UP'),
     lockDurationMs: get(env, 'PGSHELF_LOCK_DURATION'),
     shutdownGraceMs: get(env, 'PGSHELF_SHUTDOWN_GRACE'),
-    http: Object.freeze({ host: get(env, 'PGSHELF_HTTP_HOST'), port: get(env, 'PGSHELF_HTTP_PORT') }),
+    http: Object.freeze({
+      host: get(env, 'PGSHELF_HTTP_HOST'),
+      port: get(env, 'PGSHELF_HTTP_PORT'),
+      token: read(env, 'PGSHELF_HTTP_TOKEN'),
+    }),
+    overdueGraceMs: get(env, 'PGSHELF_OVERDUE_GRACE') * 60_000,
+    webhookSecret: read(env, 'PGSHELF_WEBHOOK_SECRET'),
     configFile: configFile === undefined ? undefined : path.resolve(cwd, configFile),
     pgBinDir: pgBinDir === undefined ? undefined : path.resolve(cwd, pgBinDir),
     logLevel,
@@ -232,7 +268,7 @@ export function noDatabaseError(): ConfigError {
 
 /** `pgshelf worker` and `pgshelf scheduler` serve the databases they know, so they need at least one. */
 export function requireDatabases(config: Config, who: string): void {
-  if (config.databases.length === 0) {
+  if (config.databases.length === 0 && config.servers.length === 0) {
     throw new ConfigError(
       `POSTGRES_DB is not set: ${who} needs the databases it serves: set it to the database to back up, e.g. ` +
         'POSTGRES_DB=fractal_db (or list databases in a YAML file named by PGSHELF_CONFIG)',
@@ -240,25 +276,90 @@ export function requireDatabases(config: Config, who: string): void {
   }
 }
 
+/** The `servers:` entry `host:port`, or undefined. */
+export function findServer(config: Config, id: string): ServerTarget | undefined {
+  return config.servers.find((s) => s.id === id);
+}
+
+/** Whether discovery on `server` takes database `name` (its globs). */
+export function serverTakes(server: ServerTarget, name: string): boolean {
+  return matchesGlobs(name, server.include, server.exclude);
+}
+
+/** A database of a `servers:` entry (or the entry's globals, under their name) as a target. */
+export function serverTarget(server: ServerTarget, name: string, database = name): DatabaseTarget {
+  return Object.freeze({
+    name,
+    postgres: Object.freeze({ ...server.postgres, database }),
+    schedule: server.schedule,
+    timezone: server.timezone,
+    retention: server.retention,
+    drillSchedule: server.drillSchedule,
+    alerts: server.alerts,
+  });
+}
+
 /**
- * The target for `--db NAME`: a database listed in the config, or the default connection pointed at NAME
- * (same host, port and users).
+ * The target of a database (or a server's globals) these settings back up: listed, or taken by a `servers:`
+ * entry; undefined for any other name (a database found in storage only).
  */
-export function resolveTarget(config: Config, name?: string): DatabaseTarget {
+export function knownTarget(config: Config, name: string): DatabaseTarget | undefined {
+  const listed = config.databases.find((d) => d.name === name);
+  if (listed) return listed;
+  const globals = parseGlobalsName(name);
+  if (globals) {
+    const entry = findServer(config, `${globals.host}:${globals.port}`);
+    return entry && serverTarget(entry, name, entry.postgres.database);
+  }
+  const entry = config.servers.find((s) => serverTakes(s, name));
+  return entry && serverTarget(entry, name);
+}
+
+/**
+ * The target for `--db NAME`: a database listed in the config; a server's globals (`_servers/<host>-<port>/
+ * globals`); a database of a `servers:` entry whose globs take it (`server`, `host:port`, when the job says which,
+ * else the first such entry); or the default connection pointed at NAME (same host, port and users).
+ */
+export function resolveTarget(config: Config, name?: string, server?: string): DatabaseTarget {
   if (name === undefined || name === '') {
     const first = config.databases.find((d) => d.name === config.defaultDatabase) ?? config.databases[0];
     if (!first) throw noDatabaseError();
     return first;
   }
+  const globals = parseGlobalsName(name);
+  if (globals) {
+    const entry = findServer(config, `${globals.host}:${globals.port}`);
+    if (entry) return serverTarget(entry, name, entry.postgres.database);
+  }
   const listed = config.databases.find((d) => d.name === name);
   if (listed) return listed;
+  const named = server === undefined ? undefined : findServer(config, server);
+  const discovered =
+    named && serverTakes(named, name) ? named : config.servers.find((s) => serverTakes(s, name));
+  if (discovered && !globals) return serverTarget(discovered, name);
   const base =
     config.databases.find((d) => d.name === config.defaultDatabase) ??
     config.databases[0] ??
     config.envDefaults;
+  if (globals) {
+    // Globals of a server no entry lists (a restore onto a new server): its address, the default users.
+    return Object.freeze({
+      ...base,
+      name,
+      postgres: Object.freeze({
+        ...base.postgres,
+        host: globals.host,
+        port: globals.port,
+        database: 'postgres',
+        origin: undefined,
+      }),
+    });
+  }
   return Object.freeze({
     ...base,
     name,
     postgres: Object.freeze({ ...base.postgres, database: name, origin: undefined }),
+    // Not the default database's own ping check: only the webhooks every database shares.
+    alerts: config.envDefaults.alerts,
   });
 }

@@ -9,8 +9,8 @@ import { envNaming, type Validator } from './validators.js';
 
 export interface YamlKey {
   readonly key: string;
-  /** Where in an entry: a connection setting, a schedule setting, or a key of its `retention` mapping. */
-  readonly group: 'connection' | 'schedule' | 'retention';
+  /** Where in an entry: a connection, schedule or alert setting, or a key of its `retention` mapping. */
+  readonly group: 'connection' | 'schedule' | 'retention' | 'alerts';
   /** The example in YAML messages, when not the setting's own. */
   readonly example?: string;
   /** Also `<key>_env`, naming an environment variable that holds the value (passwords). */
@@ -175,8 +175,18 @@ export const TABLE = {
   PGSHELF_S3_MAX_PARTS: setting({
     fallback: '10000',
     example: '1000',
-    meaning: 'most parts of a multipart upload; lower it (e.g. `1000`) for providers that limit parts',
+    meaning:
+      'most parts of a multipart upload; lower it (e.g. `1000`) for providers that limit parts. Parts grow as ' +
+      'an upload goes so that this many hold 5 TiB (10,000 parts; proportionally less with fewer)',
     parse: v.wholeNumber(1, 10_000),
+  }),
+  PGSHELF_S3_PART_SIZE: setting({
+    fallback: '8',
+    example: '16',
+    meaning:
+      'MiB of the first parts of a multipart upload (5-5120); later parts grow from it. Memory holds at most ' +
+      'three 8 MiB parts, or one part once parts are larger than 24 MiB',
+    parse: v.wholeNumber(5, 5120),
   }),
   PGSHELF_S3_CONNECT_TIMEOUT: seconds(
     '10',
@@ -193,6 +203,14 @@ export const TABLE = {
     'seconds an S3 request, upload or download may go without a byte moving (an idle timeout: long transfers ' +
       'are fine); the SDK retries twice',
   ),
+  PGSHELF_COMPRESSION: setting({
+    fallback: 'gzip',
+    example: 'zstd',
+    meaning:
+      'archive compression: `gzip` (`.sql.gz`) or `zstd` (`.sql.zst`, level 3, restorable with `zstd -dc`; ' +
+      'needs Node 22.15 or later)',
+    parse: v.compression,
+  }),
   PGSHELF_GZIP_LEVEL: setting({
     fallback: '6',
     example: '6',
@@ -203,6 +221,13 @@ export const TABLE = {
     shown: 'cores, at most 4',
     example: '2',
     meaning: 'cores compressing one backup (`1`: a single gzip stream)',
+    parse: v.wholeNumber(1, 64),
+  }),
+  PGSHELF_RESTORE_JOBS: setting({
+    shown: 'cores',
+    example: '4',
+    meaning:
+      'connections a restore loads tables and builds indexes on (`1`: one `psql` in one transaction, as by hand)',
     parse: v.wholeNumber(1, 64),
   }),
   PGSHELF_SCHEDULE: setting({
@@ -250,6 +275,29 @@ export const TABLE = {
       'HMAC-SHA256 key (at least 32 characters, e.g. `$(openssl rand -hex 32)`) signing every manifest; when ' +
       'set, unsigned or mismatched manifests are refused',
     parse: v.manifestKey,
+  }),
+  // Parsed together by parseAge (age.ts): both recipient settings add up; the identity file is read and checked.
+  PGSHELF_AGE_RECIPIENTS: setting({
+    shown: 'none',
+    example: 'age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p',
+    meaning:
+      'age public keys (`age1...`, comma-separated) every archive is encrypted to, after gzip; archives are then ' +
+      '`*.sql.gz.age` (see [Encryption](#encryption)). Workers that only back up need nothing else',
+    parse: v.text,
+  }),
+  PGSHELF_AGE_RECIPIENTS_FILE: setting({
+    shown: 'none',
+    example: '/etc/pgshelf/age-recipients.txt',
+    meaning: 'file of age public keys, one a line (`#` comments), as `age -R` reads it; adds to the above',
+    parse: v.text,
+  }),
+  PGSHELF_AGE_IDENTITY_FILE: setting({
+    shown: 'none',
+    example: '/etc/pgshelf/age-identity.txt',
+    meaning:
+      'age secret key file (what `age-keygen` writes), needed where encrypted archives are restored, verified ' +
+      'or drilled; keep it off the hosts that only back up',
+    parse: v.text,
   }),
   PGSHELF_HOST_CONCURRENCY: setting({
     fallback: '2',
@@ -306,14 +354,59 @@ export const TABLE = {
   PGSHELF_HTTP_HOST: setting({
     fallback: '127.0.0.1',
     example: '0.0.0.0',
-    meaning: 'address of `pgshelf serve` (metrics, health): reserved, not in this release',
+    meaning:
+      'address `pgshelf serve` listens on (dashboard, metrics, health); any address but loopback needs ' +
+      '`PGSHELF_HTTP_TOKEN`',
     parse: v.text,
   }),
   PGSHELF_HTTP_PORT: setting({
     fallback: '9187',
     example: '9187',
-    meaning: 'port of `pgshelf serve`: reserved, not in this release',
+    meaning: 'port of `pgshelf serve`',
     parse: v.wholeNumber(0, 65535),
+  }),
+  PGSHELF_HTTP_TOKEN: setting({
+    shown: 'none',
+    example: 'c2VjcmV0LXRva2VuLWZvci1wZ3NoZWxm',
+    meaning:
+      'token every `pgshelf serve` route but `/healthz` asks for (`Authorization: Bearer <token>`, or basic auth ' +
+      'with it as the password); at least 16 characters; required on a non-loopback address',
+    parse: v.secretMatching(/^[\x21-\x7e]{16,}$/, 'at least 16 printable characters without spaces'),
+  }),
+  PGSHELF_OVERDUE_GRACE: setting({
+    fallback: '120',
+    example: '60',
+    meaning:
+      'minutes after a scheduled slot before a database without a newer successful backup counts as overdue ' +
+      '(`backup.overdue`, `pgshelf_backup_overdue`, `pgshelf status`); 0 allowed',
+    parse: v.wholeNumber(0, 525_600),
+  }),
+  PGSHELF_WEBHOOK_URL: setting({
+    shown: 'none',
+    example: 'https://hooks.slack.com/services/T0/B0/XXXX',
+    meaning:
+      'alert webhooks: http(s) URLs, comma-separated, each sent a JSON body per alert (see [Alerts](#alerts)); a ' +
+      "`PGSHELF_CONFIG` entry's `webhook_url` adds its own",
+    parse: v.urlList,
+    yaml: { key: 'webhook_url', group: 'alerts', example: 'https://alerts.example.com/pgshelf' },
+  }),
+  PGSHELF_WEBHOOK_SECRET: setting({
+    shown: 'none',
+    example: '$(openssl rand -hex 32)',
+    meaning:
+      'HMAC-SHA256 key (at least 16 characters): every webhook request then carries ' +
+      '`X-Pgshelf-Signature: sha256=<hex HMAC of the body>`',
+    parse: v.secret(16),
+  }),
+  PGSHELF_PING_URL: setting({
+    shown: 'none',
+    example: 'https://hc-ping.com/0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0',
+    meaning:
+      "ping URL (healthchecks.io style) of the default database's backups: `<url>/start` when one starts, " +
+      "`<url>` when it succeeds, `<url>/fail` when it fails for good; a `PGSHELF_CONFIG` entry's `ping_url` " +
+      'sets its own',
+    parse: v.httpUrl,
+    yaml: { key: 'ping_url', group: 'alerts', example: 'https://hc-ping.com/<uuid>' },
   }),
   PGSHELF_CONFIG: setting({
     shown: 'none',

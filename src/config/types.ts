@@ -38,6 +38,14 @@ export interface Retention {
   readonly minKeep: number;
 }
 
+/** Where a database's alerts go (src/alerts/): webhooks get JSON bodies, ping URLs healthchecks.io-style pings. */
+export interface AlertTargets {
+  /** PGSHELF_WEBHOOK_URL, plus the webhook_url of its PGSHELF_CONFIG entry (and of `defaults`). */
+  readonly webhooks: readonly string[];
+  /** PGSHELF_PING_URL (the default database), or its entry's ping_url. */
+  readonly pings: readonly string[];
+}
+
 /** A database pgshelf backs up: its connection, schedule and retention. */
 export interface DatabaseTarget {
   /** Name used in storage keys, job ids and `--db`; the PostgreSQL database name. */
@@ -48,6 +56,29 @@ export interface DatabaseTarget {
   readonly retention: Retention;
   /** Cron expression for restore drills, or undefined for none. */
   readonly drillSchedule: string | undefined;
+  readonly alerts: AlertTargets;
+}
+
+/**
+ * A `servers:` entry of PGSHELF_CONFIG: every database on the server whose name the globs take is backed up
+ * (listed anew at each slot), and the server's globals (roles, tablespaces) with it.
+ */
+export interface ServerTarget {
+  /** `host:port`, as jobs and messages name the server. */
+  readonly id: string;
+  /** The connection; `database` is the one discovery and globals connect to (postgres). */
+  readonly postgres: PgSettings;
+  readonly schedule: string;
+  readonly timezone: string;
+  readonly retention: Retention;
+  readonly drillSchedule: string | undefined;
+  /** Shell-style globs (`*`, `?`) over database names: backed up when one of include and none of exclude matches. */
+  readonly include: readonly string[];
+  readonly exclude: readonly string[];
+  /** pg_dumpall --no-role-passwords, for managed services that do not show them. */
+  readonly noRolePasswords: boolean;
+  /** Where alerts about its databases and globals go. */
+  readonly alerts: AlertTargets;
 }
 
 export type StorageSettings =
@@ -63,6 +94,8 @@ export type StorageSettings =
       readonly forcePathStyle: boolean;
       /** Most parts a multipart upload may have (10,000 on AWS; some providers allow fewer). */
       readonly maxParts: number;
+      /** Bytes of the first parts of a multipart upload (PGSHELF_S3_PART_SIZE); later ones grow from it. */
+      readonly firstPartSize: number;
       /** Static credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY; otherwise the SDK's default chain. */
       readonly credentials: S3Credentials | undefined;
       /** Most time to open a connection to S3 (PGSHELF_S3_CONNECT_TIMEOUT). */
@@ -77,19 +110,33 @@ export interface S3Credentials {
   readonly sessionToken?: string;
 }
 
+/** age encryption: the public keys backups are encrypted to, and where the secret key to decrypt them is. */
+export interface AgeSettings {
+  /** Empty: backups are not encrypted. */
+  readonly recipients: readonly string[];
+  /** Absolute path; the keys are read from it when needed, never kept in the Config. */
+  readonly identityFile: string | undefined;
+}
+
 export interface Config {
   /** The default database (POSTGRES_*), or undefined when only PGSHELF_CONFIG lists databases (or none does). */
   readonly defaultDatabase: string | undefined;
   /** The databases this process knows: POSTGRES_DB and PGSHELF_CONFIG's entries. May be empty. */
   readonly databases: readonly DatabaseTarget[];
+  /** PGSHELF_CONFIG's `servers:` entries, whose databases are discovered at each slot. May be empty. */
+  readonly servers: readonly ServerTarget[];
   /** POSTGRES_* connection and PGSHELF_* schedule settings, the base for `--db NAME` when nothing else is. */
   readonly envDefaults: Omit<DatabaseTarget, 'name'>;
   readonly dbEcho: boolean;
   readonly redisUrl: string;
   readonly storage: StorageSettings;
+  /** Archive compression (PGSHELF_COMPRESSION): gzip, or zstd where Node has it. */
+  readonly compression: 'gzip' | 'zstd';
   readonly gzipLevel: number;
   /** Cores used to compress one backup (1: a single gzip stream; more: parallel gzip members). */
   readonly gzipThreads: number;
+  /** Sessions a restore runs on (PGSHELF_RESTORE_JOBS); 1 is one psql in one transaction. */
+  readonly restoreJobs: number;
   readonly queuePrefix: string;
   readonly concurrency: number;
   /** Jobs are tried this many times in all when they fail for a reason a retry can fix. */
@@ -100,6 +147,7 @@ export interface Config {
   readonly orphanGraceMs: number;
   /** HMAC key signing manifests (PGSHELF_MANIFEST_KEY); when set, unsigned or mismatched manifests are refused. */
   readonly manifestKey: string | undefined;
+  readonly age: AgeSettings;
   /** Most dumps running at once against one PostgreSQL server (host:port), across all workers. */
   readonly hostConcurrency: number;
   /** Catch up a slot missed while no scheduler ran: 'off' or 'last'. */
@@ -108,7 +156,12 @@ export interface Config {
   readonly lockDurationMs: number;
   /** How long a worker lets running jobs finish after SIGTERM before aborting them. */
   readonly shutdownGraceMs: number;
-  readonly http: { readonly host: string; readonly port: number };
+  /** `pgshelf serve`: where it listens, and the token it asks for (required off loopback). */
+  readonly http: { readonly host: string; readonly port: number; readonly token: string | undefined };
+  /** A database with no successful backup since its latest slot + this is overdue (scheduler/overdue.ts). */
+  readonly overdueGraceMs: number;
+  /** PGSHELF_WEBHOOK_SECRET: HMAC-SHA256 key signing webhook bodies; undefined sends them unsigned. */
+  readonly webhookSecret: string | undefined;
   readonly configFile: string | undefined;
   /** Directory holding pg_dump/psql/createdb, when not the version-matched /usr/lib/postgresql/<major>/bin. */
   readonly pgBinDir: string | undefined;

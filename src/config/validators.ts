@@ -3,6 +3,7 @@
  * text, how to name it (`POSTGRES_PORT=` or `databases[0].port: `) and a good example, and returns the value or
  * throws a ConfigError naming the setting, the bad value and the example.
  */
+import zlib from 'node:zlib';
 import { ConfigError } from '../errors.js';
 import { maskUrl } from '../url.js';
 import { validateCron, validateTimezone } from '../cron.js';
@@ -84,9 +85,32 @@ export function oneOf<const T extends string>(values: readonly T[], shown?: read
   };
 }
 
+/** `gzip` or `zstd`; zstd only where Node's zlib has it (22.15 / 23.8 and later), refused at start otherwise. */
+export const compression: Validator<'gzip' | 'zstd'> = (raw, n, example) => {
+  const value = oneOf(['gzip', 'zstd'])(raw, n, example);
+  if (
+    value === 'zstd' &&
+    typeof (zlib as { createZstdCompress?: unknown }).createZstdCompress !== 'function'
+  ) {
+    throw new ConfigError(
+      `${n.label}${n.sep}zstd needs Node 22.15 (or 23.8) or later, whose zlib has zstd; this is Node ` +
+        `${process.version}. Upgrade Node, or use ${n.exampleKey}${n.sep}gzip`,
+    );
+  }
+  return value;
+};
+
 export function matching(pattern: RegExp, expected: string): Validator<string> {
   return (raw, n, example) => {
     if (!pattern.test(raw)) throw invalid(n, raw, expected, example);
+    return raw;
+  };
+}
+
+/** Like matching(), for a secret (a token): the message names the setting and the rule, never the value. */
+export function secretMatching(pattern: RegExp, expected: string): Validator<string> {
+  return (raw, n, example) => {
+    if (!pattern.test(raw)) throw invalid(n, undefined, expected, example);
     return raw;
   };
 }
@@ -95,6 +119,51 @@ export function matching(pattern: RegExp, expected: string): Validator<string> {
 export function url(scheme: RegExp, expected: string): Validator<string> {
   return (raw, n, example) => {
     if (!scheme.test(raw)) throw invalid(n, maskUrl(raw), expected, example);
+    return raw;
+  };
+}
+
+function isHttpUrl(u: string): boolean {
+  if (/\s/.test(u)) return false;
+  try {
+    const parsed = new URL(u);
+    return (parsed.protocol === 'http:' || parsed.protocol === 'https:') && parsed.host !== '';
+  } catch {
+    return false;
+  }
+}
+
+/** One http(s) URL; any password masked in messages. */
+export const httpUrl: Validator<string> = (raw, n, example) => {
+  if (!isHttpUrl(raw.trim())) throw invalid(n, maskUrl(raw), 'expected an http(s) URL', example);
+  return raw.trim();
+};
+
+/** One or more http(s) URLs, comma-separated (blanks around commas allowed); any password masked in messages. */
+export const urlList: Validator<readonly string[]> = (raw, n, example) => {
+  const urls = raw
+    .split(',')
+    .map((u) => u.trim())
+    .filter((u) => u !== '');
+  if (urls.length === 0) throw invalid(n, raw, 'expected one or more http(s) URLs, comma-separated', example);
+  const bad = urls.find((u) => !isHttpUrl(u));
+  if (bad !== undefined) {
+    const why =
+      urls.length === 1
+        ? 'expected an http(s) URL (several are comma-separated)'
+        : `"${maskUrl(bad)}" is not an http(s) URL`;
+    throw invalid(n, maskUrl(raw), why, example);
+  }
+  return Object.freeze([...new Set(urls)]);
+};
+
+/** A shared secret: long enough to resist guessing, no blanks around it; never printed in a message. */
+export function secret(min: number): Validator<string> {
+  return (raw, n, example) => {
+    if (raw.length < min || raw.trim() !== raw) {
+      const blanks = raw.trim() !== raw ? ' with leading or trailing blanks' : '';
+      throw invalid(n, undefined, `it has ${raw.length} characters${blanks}; use at least ${min}`, example);
+    }
     return raw;
   };
 }

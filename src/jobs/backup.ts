@@ -1,10 +1,10 @@
 import { statfs } from 'node:fs/promises';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { resolveTarget, type PgSettings } from '../config/index.js';
+import { findServer, resolveTarget, type PgSettings } from '../config/index.js';
 import { AbortedError, DumpFailedError, PgshelfError, StorageError, errorMessage } from '../errors.js';
 import { garbageNudger } from '../archive/memory.js';
-import { writeAttempt } from '../catalog/markers.js';
+import { heartbeatAttempt, writeAttempt } from '../catalog/markers.js';
 import {
   MANIFEST_FORMAT,
   MANIFEST_VERSION,
@@ -18,20 +18,25 @@ import { conninfoDbname } from '../postgres/psql.js';
 import { inspectDatabase, type ServerInfo } from '../postgres/server.js';
 import { findTool, restrictSince, type Tool } from '../postgres/tools.js';
 import type { ObjectWriter, Storage } from '../storage/index.js';
-import { backupKeys, newBackupId } from '../catalog/layout.js';
+import { backupKeys, newBackupId, parseGlobalsName, type Compression } from '../catalog/layout.js';
 import type { JobContext, JobDeps } from './context.js';
 import { withJobRun } from '../archive/run.js';
 import { defineJob } from './definition.js';
-import { createGzipStream } from '../archive/gzip.js';
-import { DUMP_COMPLETE, Tail } from '../archive/gates.js';
+import { createCompressor, ZSTD_LEVEL } from '../archive/compression.js';
+import { CLUSTER_DUMP_COMPLETE, DUMP_COMPLETE, Tail } from '../archive/gates.js';
 import { CopyRowCounter } from '../archive/copy-rows.js';
 import { DigestStream } from '../archive/digest.js';
+import { encryptStages, encryptionRecord } from '../archive/age.js';
 
 export interface BackupInput {
   /** Database to back up; default: POSTGRES_DB. */
   readonly database?: string;
   /** Dump without ownership and privileges (restorable under any owner). */
   readonly noOwner?: boolean;
+  /** The `servers:` entry (`host:port`) that discovered the database, when it did. */
+  readonly server?: string;
+  /** The scheduler's slot (local time) this backup is for; recorded in the manifest (restore-server --slot). */
+  readonly slot?: string;
 }
 
 export interface BackupResult {
@@ -44,10 +49,19 @@ export interface BackupResult {
   readonly bytes: number;
   readonly uncompressedBytes: number;
   readonly sha256: string;
+  /** The age public keys the archive is encrypted to, or null when it is plain gzip. */
+  readonly encryption: Manifest['encryption'];
   readonly durationMs: number;
   readonly tables: number;
   readonly rows: number;
 }
+
+/**
+ * What each pass-through stage of the dump's pipeline holds: one pipe read. The compressor's blocks read ahead (see
+ * BlockCompressor) and the storage writer hold what is worth holding; when S3 sends a large part alone the whole
+ * pipeline waits, and every stage's buffer sits full on top of the part (1 MiB each cost 7-15 MB of peak RSS at 96 MiB parts).
+ */
+const STAGE_BUFFER = 64 * 1024;
 
 /**
  * pg_dump's stdout on its way to gzip: counts bytes and COPY rows, and holds back the end of the stream until
@@ -57,13 +71,23 @@ export interface BackupResult {
 class DumpGate extends Transform {
   bytes = 0;
   readonly rows = new CopyRowCounter();
-  private readonly tail = new Tail();
+  private readonly tail: Tail;
 
-  constructor(private readonly child: Child) {
-    super({ highWaterMark: 1 << 20 });
+  constructor(
+    private readonly child: Child,
+    private readonly tool: Tool,
+  ) {
+    super({ highWaterMark: STAGE_BUFFER });
+    this.tail = new Tail(this.marker);
   }
 
-  private readonly nudge = garbageNudger();
+  private get marker(): string {
+    return this.tool.name === 'pg_dumpall' ? CLUSTER_DUMP_COMPLETE : DUMP_COMPLETE;
+  }
+
+  // Minor collections every 2 MiB rather than 8: while S3 sends a large part alone, the pipe reads that fill the
+  // compressor's read-ahead are garbage on top of the part until the next one.
+  private readonly nudge = garbageNudger(2 * 1024 * 1024);
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, callback: TransformCallback): void {
     this.bytes += chunk.length;
@@ -77,12 +101,15 @@ class DumpGate extends Transform {
     this.child.exited.then((status) => {
       if (status.code !== 0) {
         const stderr = this.child.stderr.text(15);
-        callback(new DumpFailedError(`pg_dump ${describeExit(status)}${stderr ? `:\n${stderr}` : ''}`));
+        const name = this.tool.name;
+        callback(new DumpFailedError(`${name} ${describeExit(status)}${stderr ? `:\n${stderr}` : ''}`));
       } else if (this.bytes === 0) {
-        callback(new DumpFailedError('pg_dump exited 0 but wrote nothing'));
+        callback(new DumpFailedError(`${this.tool.name} exited 0 but wrote nothing`));
       } else if (!this.tail.complete) {
         callback(
-          new DumpFailedError(`pg_dump's output ended without "${DUMP_COMPLETE}": the dump is incomplete`),
+          new DumpFailedError(
+            `${this.tool.name}'s output ended without "${this.marker}": the dump is incomplete`,
+          ),
         );
       } else {
         callback();
@@ -107,33 +134,54 @@ interface Dumped {
 
 /**
  * Backs up one database: inspect the server (and find its pg_dump) -> open the archive's writer -> dump
- * (pg_dump | gzip -> storage) -> commit the manifest. Every attempt is recorded in the attempt marker.
+ * (pg_dump | gzip -> storage) -> commit the manifest. Every attempt is recorded in the attempt marker. A server's
+ * globals (the name `_servers/<host>-<port>/globals`) go the same way, with `pg_dumpall --globals-only`.
  */
 export function createBackupJob(deps: JobDeps) {
   const now = deps.now ?? (() => new Date());
   return async function backup(input: BackupInput, ctx: JobContext): Promise<BackupResult> {
     const { config, storage } = deps;
     const log = ctx.logger;
-    const target = resolveTarget(config, input.database);
+    const target = resolveTarget(config, input.database, input.server);
+    const globals = parseGlobalsName(target.name);
+    const dumpInput: DumpInput = {
+      noOwner: input.noOwner === true && !globals,
+      globals: globals !== undefined,
+      noRolePasswords:
+        globals !== undefined &&
+        findServer(config, `${globals.host}:${globals.port}`)?.noRolePasswords === true,
+    };
     if (ctx.signal.aborted) throw new AbortedError();
 
     // Every attempt is recorded, including one that cannot reach the server: prune deletes nothing after a failure.
     const startedAt = now();
     const id = newBackupId();
-    await writeAttempt(storage, target.name, { status: 'running', id, at: startedAt.toISOString() }, log);
+    // A worker that dies never writes the outcome: the job id and the heartbeat let readers tell (monitor/status).
+    const running = {
+      status: 'running' as const,
+      id,
+      at: startedAt.toISOString(),
+      ...(ctx.jobId !== undefined ? { job: ctx.jobId } : {}),
+      renewEveryMs: Math.max(1000, Math.floor(config.lockDurationMs / 2)),
+    };
+    await writeAttempt(storage, target.name, running, log);
+    const heartbeat = heartbeatAttempt(storage, target.name, running, now, log);
     try {
       const result = await steps();
+      await heartbeat.stop();
       await writeAttempt(storage, target.name, { status: 'succeeded', id, at: now().toISOString() }, log);
       return result;
     } catch (err) {
+      await heartbeat.stop();
       const error = errorMessage(err).split('\n').slice(0, 3).join(' ');
       await writeAttempt(storage, target.name, { status: 'failed', id, at: now().toISOString(), error }, log);
       throw err;
     }
 
     async function steps(): Promise<BackupResult> {
-      const source = await inspect(deps, target.postgres, ctx);
-      const keys = backupKeys(target.name, startedAt, id);
+      const source = await inspect(deps, target.postgres, ctx, dumpInput.globals ? 'pg_dumpall' : 'pg_dump');
+      const encryption = encryptionRecord(config.age);
+      const keys = backupKeys(target.name, startedAt, id, encryption !== null, config.compression);
       log.info(
         {
           database: target.name,
@@ -141,11 +189,18 @@ export function createBackupJob(deps: JobDeps) {
           key: keys.archive,
           server: source.server.version,
           pgDump: source.pgDump.version,
+          encryptedTo: encryption?.recipients,
         },
         'backup started',
       );
-      const writer = openWriter(storage, keys.archive, source.server.databaseSize);
-      const dumped = await dump(deps, target.postgres, input, source, writer, ctx);
+      const writer = openWriter(
+        storage,
+        keys.archive,
+        source.server.databaseSize,
+        encryption !== null,
+        config.compression,
+      );
+      const dumped = await dump(deps, target.postgres, dumpInput, source, writer, encryption, ctx);
       const finishedAt = now();
       const manifest: Manifest = {
         format: MANIFEST_FORMAT,
@@ -158,16 +213,26 @@ export function createBackupJob(deps: JobDeps) {
         serverVersionNum: source.server.versionNum,
         pgDumpVersion: source.pgDump.version,
         pgDumpPath: source.pgDump.path,
-        dumpOptions: { noOwner: input.noOwner === true, noPrivileges: input.noOwner === true },
-        compression: { format: 'gzip', level: config.gzipLevel, threads: config.gzipThreads },
-        encryption: null,
+        dumpOptions: {
+          noOwner: dumpInput.noOwner,
+          noPrivileges: dumpInput.noOwner,
+          ...(dumpInput.globals ? { globalsOnly: true, noRolePasswords: dumpInput.noRolePasswords } : {}),
+        },
+        ...(input.slot !== undefined ? { slot: input.slot } : {}),
+        compression:
+          config.compression === 'zstd'
+            ? { format: 'zstd', level: ZSTD_LEVEL }
+            : { format: 'gzip', level: config.gzipLevel, threads: config.gzipThreads },
+        encryption,
         archive: { key: keys.archive, bytes: dumped.bytes, sha256: dumped.sha256 },
         uncompressedBytes: dumped.uncompressedBytes,
         databaseSize: source.server.databaseSize,
+        ...(dumpInput.globals ? {} : { databaseOwner: source.server.owner }),
         startedAt: startedAt.toISOString(),
         finishedAt: finishedAt.toISOString(),
         durationMs: finishedAt.getTime() - startedAt.getTime(),
         tables: dumped.tables,
+        extensions: source.server.extensions,
         drill: null,
         drills: [],
       };
@@ -194,6 +259,7 @@ export function createBackupJob(deps: JobDeps) {
         bytes: dumped.bytes,
         uncompressedBytes: dumped.uncompressedBytes,
         sha256: dumped.sha256,
+        encryption,
         durationMs: manifest.durationMs,
         tables: Object.keys(dumped.tables).length,
         rows,
@@ -202,15 +268,27 @@ export function createBackupJob(deps: JobDeps) {
   };
 }
 
+/** What `dump` runs: pg_dump (noOwner: without ownership and privileges) or pg_dumpall --globals-only. */
+interface DumpInput {
+  readonly noOwner: boolean;
+  readonly globals: boolean;
+  readonly noRolePasswords: boolean;
+}
+
 /** Step 1: the server's version and size, and the pg_dump for that version (warned about when it is old). */
-async function inspect(deps: JobDeps, pg: PgSettings, ctx: JobContext): Promise<Source> {
+async function inspect(
+  deps: JobDeps,
+  pg: PgSettings,
+  ctx: JobContext,
+  tool: 'pg_dump' | 'pg_dumpall',
+): Promise<Source> {
   const { config } = deps;
   const server = await inspectDatabase(pg, { echo: config.dbEcho, logger: ctx.logger });
-  const pgDump = await findTool('pg_dump', server.major, { binDir: config.pgBinDir, env: config.childEnv });
+  const pgDump = await findTool(tool, server.major, { binDir: config.pgBinDir, env: config.childEnv });
   if (!pgDump.restrict) {
     ctx.logger.warn(
       { pgDump: pgDump.version, path: pgDump.path },
-      `pg_dump ${pgDump.version} predates the CVE-2025-8714 fix (${restrictSince(pgDump.major) ?? '18'}): ` +
+      `${tool} ${pgDump.version} predates the CVE-2025-8714 fix (${restrictSince(pgDump.major) ?? '18'}): ` +
         'install a newer one; it is used because nothing newer is installed',
     );
   }
@@ -218,33 +296,58 @@ async function inspect(deps: JobDeps, pg: PgSettings, ctx: JobContext): Promise<
 }
 
 /** Step 2, before pg_dump starts: a storage that cannot be written to fails the job with nothing to clean up. */
-function openWriter(storage: Storage, key: string, sizeHint: number): ObjectWriter {
+function openWriter(
+  storage: Storage,
+  key: string,
+  sizeHint: number,
+  encrypted: boolean,
+  compression: Compression,
+): ObjectWriter {
   try {
-    return storage.createWriter(key, { sizeHint, contentType: 'application/gzip' });
+    const contentType = encrypted
+      ? 'application/octet-stream'
+      : compression === 'zstd'
+        ? 'application/zstd'
+        : 'application/gzip';
+    return storage.createWriter(key, { sizeHint, contentType });
   } catch (err) {
     throw storageFailure(err, storage);
   }
 }
 
 /**
- * Step 3: pg_dump -> DumpGate -> gzip -> SHA-256 -> storage, committed only when pg_dump exited 0 with a complete
+ * Step 3: pg_dump -> DumpGate -> gzip (or zstd) -> [age] -> SHA-256 -> storage, committed only when pg_dump exited 0 with a complete
  * dump; on any failure the upload is aborted and pg_dump killed.
  */
 async function dump(
   deps: JobDeps,
   pg: PgSettings,
-  input: BackupInput,
-  { pgDump }: Source,
+  input: DumpInput,
+  { pgDump, server }: Source,
   writer: ObjectWriter,
+  encryption: Manifest['encryption'],
   ctx: JobContext,
 ): Promise<Dumped> {
   const { config, storage } = deps;
-  const args = [...connectionArgs(pg), '--no-password', '--format=plain'];
-  if (input.noOwner) args.push('--no-owner', '--no-privileges');
-  args.push(`--dbname=${conninfoDbname(pg.database)}`);
+  const args = [...connectionArgs(pg), '--no-password'];
+  if (input.globals) {
+    // Roles, memberships, role settings and tablespaces; pg_dumpall connects to `--database` for them.
+    args.push('--globals-only', `--database=${pg.database}`);
+    if (input.noRolePasswords) args.push('--no-role-passwords');
+  } else {
+    args.push('--format=plain');
+    if (input.noOwner) args.push('--no-owner', '--no-privileges');
+    args.push(`--dbname=${conninfoDbname(pg.database)}`);
+  }
   let gate: DumpGate | undefined;
-  const digest = new DigestStream({ highWaterMark: 1 << 20 });
-  const meter = { phase: 'dump', bytesIn: () => gate?.bytes ?? 0, bytesOut: () => digest.bytes };
+  const digest = new DigestStream({ highWaterMark: STAGE_BUFFER });
+  const meter = {
+    phase: 'dump',
+    // The SQL's size is not known beforehand; the database's size on disk is the progress bar's guess.
+    estimatedBytes: server.databaseSize,
+    bytesIn: () => gate?.bytes ?? 0,
+    bytesOut: () => digest.bytes,
+  };
   return withJobRun(ctx, meter, async (run) => {
     const child = spawnChild(pgDump.path, args, {
       env: childEnv(config.childEnv, pg),
@@ -252,13 +355,16 @@ async function dump(
       echo: config.dbEcho,
       signal: run.signal,
     });
-    gate = new DumpGate(child);
+    gate = new DumpGate(child, pgDump);
     try {
-      if (!child.process.stdout) throw new DumpFailedError('pg_dump has no stdout');
+      if (!child.process.stdout) throw new DumpFailedError(`${pgDump.name} has no stdout`);
       await pipeline(
         child.process.stdout,
         gate,
-        createGzipStream(config.gzipLevel, config.gzipThreads),
+        config.compression === 'zstd'
+          ? createCompressor('zstd', ZSTD_LEVEL, 1)
+          : createCompressor('gzip', config.gzipLevel, config.gzipThreads),
+        ...encryptStages(encryption),
         digest,
         writer.stream,
         { signal: run.signal },

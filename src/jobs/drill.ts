@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { resolveTarget } from '../config/index.js';
-import { DrillFailedError, errorMessage } from '../errors.js';
+import { ConfigError, DecryptionError, DrillFailedError, errorMessage } from '../errors.js';
 import { findBackup } from '../catalog/backups.js';
 import { manifestTrust, readManifest, writeManifest, type DrillRecord } from '../catalog/manifest.js';
 import { writeVerified } from '../catalog/markers.js';
@@ -14,6 +14,8 @@ export interface DrillInput {
   readonly database?: string;
   /** 'latest' (default) or a backup id. */
   readonly backup?: string;
+  /** The `servers:` entry (`host:port`) that discovered the database. */
+  readonly server?: string;
 }
 
 export interface TableMismatch {
@@ -58,7 +60,7 @@ export function createDrillJob(deps: DrillDeps) {
   const { restore } = deps;
   return async function drill(input: DrillInput, ctx: JobContext): Promise<DrillResult> {
     const { config, storage } = deps;
-    const target = resolveTarget(config, input.database);
+    const target = resolveTarget(config, input.database, input.server);
     const trust = manifestTrust(config);
     const { backup } = await findBackup(storage, target.name, input.backup ?? 'latest', trust);
     const scratch = `pgshelf_drill_${randomBytes(6).toString('hex')}`;
@@ -89,6 +91,8 @@ export function createDrillJob(deps: DrillDeps) {
           .join('; ');
       }
     } catch (err) {
+      // This host cannot decrypt the backup (no or another age key): nothing about the backup was learnt.
+      if (err instanceof ConfigError || err instanceof DecryptionError) throw err;
       detail = `restore failed: ${errorMessage(err)}`;
     } finally {
       // 3. Drop the scratch database, whatever happened.

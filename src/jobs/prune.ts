@@ -19,6 +19,8 @@ export interface PruneInput {
   readonly database?: string;
   /** Decide and report, delete nothing. */
   readonly dryRun?: boolean;
+  /** The `servers:` entry (`host:port`) that discovered the database: its retention applies. */
+  readonly server?: string;
 }
 
 /** Something prune found and left alone, neither kept as a backup nor deleted. */
@@ -57,7 +59,7 @@ export function createPruneJob(deps: JobDeps) {
   const now = deps.now ?? (() => new Date());
   return async function prune(input: PruneInput, ctx: JobContext): Promise<PruneResult> {
     const { config, storage } = deps;
-    const target = resolveTarget(config, input.database);
+    const target = resolveTarget(config, input.database, input.server);
     const before = { ...storage.requests };
     const at = now();
     const graceCutoff = at.getTime() - config.orphanGraceMs;

@@ -3,6 +3,7 @@ import { findBackup } from '../catalog/backups.js';
 import { manifestTrust } from '../catalog/manifest.js';
 import type { JobContext, JobDeps } from './context.js';
 import { ArchiveCheck } from '../archive/check.js';
+import { decryptionFor } from '../archive/age.js';
 import { withJobRun } from '../archive/run.js';
 
 export interface VerifyInput {
@@ -37,7 +38,9 @@ export function createVerifyJob(deps: JobDeps) {
       manifestTrust(deps.config),
     );
     const t0 = Date.now();
-    const check = new ArchiveCheck(storage, manifest.archive.key, manifest);
+    const archive = { key: manifest.archive.key, manifest };
+    const age = await decryptionFor(deps.config.age, storage, archive, ctx.logger, ctx.signal);
+    const check = new ArchiveCheck(storage, manifest.archive.key, manifest, age);
     const meter = {
       phase: 'verify',
       totalBytes: manifest.archive.bytes,

@@ -60,7 +60,8 @@ export async function serverVersionNum(db: Db): Promise<number> {
 }
 
 /**
- * Creates database `name` with the createdb at `createdb`, as POSTGRES_ADMIN_USER, owned by POSTGRES_USER, from
+ * Creates database `name` with the createdb at `createdb`, as POSTGRES_ADMIN_USER, owned by `owner` (default
+ * POSTGRES_USER), from
  * template0 (nothing in it), with `comment` as its description.
  */
 export async function createDatabase(
@@ -69,9 +70,10 @@ export async function createDatabase(
   tool: ToolOptions,
   name: string,
   comment: string,
+  owner = settings.user,
 ): Promise<void> {
   const args = [...connectionArgs(settings, 'admin'), '--no-password', '--template=template0'];
-  if (settings.user !== undefined) args.push(`--owner=${settings.user}`);
+  if (owner !== undefined) args.push(`--owner=${owner}`);
   args.push('--', name, comment);
   const created = spawnChild(createdb, args, {
     env: childEnv(tool.env, settings, 'admin'),

@@ -129,6 +129,15 @@ export class Db {
     return result.rows;
   }
 
+  /**
+   * Runs one statement through the extended protocol, which takes exactly one statement: text that would hold
+   * two is an error, never run. `shown` is what DB_ECHO logs instead of the SQL (e.g. without a password).
+   */
+  async statement(sql: string, shown = sql): Promise<void> {
+    if (this.options.echo) this.options.logger?.info({ sql: shown }, 'sql');
+    await this.client.query({ text: sql, queryMode: 'extended' } as pg.QueryConfig);
+  }
+
   async close(): Promise<void> {
     await this.client.end().catch(() => undefined);
   }

@@ -2,6 +2,7 @@ import { ConfigError, DatabaseNotFoundError, PgshelfError } from '../errors.js';
 import type { PgSettings } from '../config/index.js';
 import type { Logger } from '../logger.js';
 import { withDb, type QueryOptions } from './connection.js';
+import { listExtensions, type ExtensionRef } from './extensions.js';
 import { serverMajor } from './tools.js';
 
 export interface ServerInfo {
@@ -11,8 +12,12 @@ export interface ServerInfo {
   readonly major: number;
   /** pg_database_size(), bytes on disk. */
   readonly databaseSize: number;
+  /** The database's owner (the restore of a whole server creates it with this owner again). */
+  readonly owner: string;
   /** Set when this host's clock is more than CLOCK_SKEW_TOLERANCE_MS off from the server's. */
   readonly clockSkew: ClockSkew | undefined;
+  /** The database's extensions, as pg_dump writes them (built-in ones left out). */
+  readonly extensions: readonly ExtensionRef[];
 }
 
 /** Schedules, backup timestamps and retention ages come from this host's clock; a minute off is worth a word. */
@@ -145,12 +150,14 @@ export async function inspectDatabase(
   try {
     return await withDb(settings, options, async (db) => {
       const before = now();
-      const [row] = await db.query<{ version: string; num: string; size: string; now: Date }>(
+      const [row] = await db.query<{ version: string; num: string; size: string; now: Date; owner: string }>(
         `SELECT current_setting('server_version') AS version, current_setting('server_version_num') AS num,
-                pg_database_size(current_database())::text AS size, clock_timestamp() AS now`,
+                pg_database_size(current_database())::text AS size, clock_timestamp() AS now,
+                (SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()) AS owner`,
       );
       const after = now();
       if (!row) throw new PgshelfError('the server returned no version');
+      const extensions = await listExtensions(db);
       const versionNum = Number(row.num);
       const skew = clockSkew(before, after, row.now);
       if (skew) {
@@ -164,7 +171,9 @@ export async function inspectDatabase(
         versionNum,
         major: serverMajor(versionNum),
         databaseSize: Number(row.size),
+        owner: row.owner,
         clockSkew: skew,
+        extensions,
       };
     });
   } catch (err) {

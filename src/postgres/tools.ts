@@ -6,7 +6,7 @@ import { ToolNotFoundError, VersionMismatchError } from '../errors.js';
 
 const execFileAsync = promisify(execFile);
 
-export type ToolName = 'pg_dump' | 'psql' | 'createdb' | 'dropdb';
+export type ToolName = 'pg_dump' | 'pg_dumpall' | 'psql' | 'createdb' | 'dropdb';
 
 export interface Tool {
   readonly name: ToolName;
@@ -128,12 +128,12 @@ async function locate(
     if (!v) continue;
     const tool: Tool = { ...v, name, path: file, restrict: supportsRestrict(v.version) };
     if (v.major < major) tooOld ??= tool;
-    else if (tool.restrict || (name !== 'psql' && name !== 'pg_dump')) return tool;
+    else if (tool.restrict || (name !== 'psql' && name !== 'pg_dump' && name !== 'pg_dumpall')) return tool;
     else unfixed ??= tool;
   }
   // A pg_dump from before the fix still writes a plain dump pgshelf restores safely (the caller warns); a psql
   // from before it cannot take the \restrict line every restore starts with.
-  if (unfixed && name === 'pg_dump') return unfixed;
+  if (unfixed && (name === 'pg_dump' || name === 'pg_dumpall')) return unfixed;
   if (unfixed) {
     const need = restrictSince(unfixed.major);
     throw new VersionMismatchError(

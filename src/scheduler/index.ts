@@ -7,9 +7,11 @@
  * the pattern, so a slot inside a spring-forward gap (02:30 on the night clocks jump from 02:00 to 03:00) never
  * fires there. Here every local slot fires once, DST or not, and the arithmetic is a tested pure function.
  */
-import type { Queue } from 'bullmq';
+import { Job, type Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import type { Config, DatabaseTarget } from '../config/index.js';
+import { serverTakes, type Config, type DatabaseTarget, type ServerTarget } from '../config/index.js';
+import { globalsName, isGlobalsName } from '../catalog/layout.js';
+import { listDatabases } from '../postgres/globals.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
 import {
@@ -31,9 +33,14 @@ interface Group {
   readonly expr: string;
   readonly timezone: string;
   readonly databases: string[];
+  /** A `servers:` entry: its databases are listed at each slot (and its globals backed up with them). */
+  readonly server?: ServerTarget;
 }
 
-export function groupSchedules(databases: readonly DatabaseTarget[]): Group[] {
+export function groupSchedules(
+  databases: readonly DatabaseTarget[],
+  servers: readonly ServerTarget[] = [],
+): Group[] {
   const groups = new Map<string, Group>();
   const add = (kind: Group['kind'], expr: string, timezone: string, name: string): void => {
     const key = `${kind}|${expr}|${timezone}`;
@@ -45,7 +52,57 @@ export function groupSchedules(databases: readonly DatabaseTarget[]): Group[] {
     add('backup', d.schedule, d.timezone, d.name);
     if (d.drillSchedule) add('drill', d.drillSchedule, d.timezone, d.name);
   }
-  return [...groups.values()];
+  const out = [...groups.values()];
+  for (const server of servers) {
+    out.push({ kind: 'backup', expr: server.schedule, timezone: server.timezone, databases: [], server });
+    if (server.drillSchedule) {
+      out.push({
+        kind: 'drill',
+        expr: server.drillSchedule,
+        timezone: server.timezone,
+        databases: [],
+        server,
+      });
+    }
+  }
+  return out;
+}
+
+/**
+ * The databases of a `servers:` entry to back up (or drill) at this slot: those the server has now whose names its
+ * globs take, less the ones listed under `databases:` (their own entry wins); for backups, its globals first. A
+ * server that cannot be listed still gets its globals job, which then fails and is recorded as a failed attempt.
+ */
+export async function discoverSlot(
+  config: Config,
+  group: Group & { server: ServerTarget },
+  logger: Logger,
+): Promise<string[]> {
+  const { server } = group;
+  const globals = group.kind === 'backup' ? [globalsName(server.postgres.host, server.postgres.port)] : [];
+  let names: string[];
+  try {
+    names = await listDatabases(server.postgres, { echo: config.dbEcho, logger });
+  } catch (err) {
+    logger.error(
+      { server: server.id, err: errorMessage(err) },
+      `cannot list the databases of ${server.id}: only its globals are enqueued`,
+    );
+    return globals;
+  }
+  const listed = new Set(config.databases.map((d) => d.name));
+  const taken = names.filter((n) => serverTakes(server, n) && !listed.has(n) && !isGlobalsName(n));
+  logger.info(
+    {
+      server: server.id,
+      kind: group.kind,
+      found: names.length,
+      taken: taken.length,
+      left: names.filter((n) => !taken.includes(n)).slice(0, 20),
+    },
+    'databases discovered',
+  );
+  return [...globals, ...taken];
 }
 
 export interface Scheduler {
@@ -67,6 +124,22 @@ export interface SchedulerOptions {
 
 /** Job states in which a job has not started: a new slot is merged into it rather than queued behind it. */
 const NOT_STARTED = new Set(['waiting', 'prioritized', 'paused']);
+
+/**
+ * Whether the previous slot's job has yet to dump: waiting, or put back by a worker to wait for a guard (the
+ * server at PGSHELF_HOST_CONCURRENCY, or the database's own backup running). A put-back job is `delayed` with no
+ * attempt made; a delayed job with one is a retry after a failure, and gets a job of its own beside it. Without
+ * the put-back case, every slot of a server held at its limit queued one more job per database (a 2 s schedule
+ * piled up 30 jobs for a database in a minute).
+ */
+async function notStarted(q: Queue, id: string | null): Promise<boolean> {
+  if (!id) return false;
+  const state = await q.getJobState(id);
+  if (NOT_STARTED.has(state)) return true;
+  if (state !== 'delayed') return false;
+  const job = await Job.fromId(q, id);
+  return job !== undefined && job.attemptsMade === 0;
+}
 
 /** Past this lag a slot can no longer be caught up (previousSlot looks back this far). */
 const CATCH_UP_WINDOW_MS = 8 * 86_400_000;
@@ -98,13 +171,23 @@ export function startScheduler(options: SchedulerOptions): Scheduler {
   const inflight = new Set<Promise<void>>();
   let stopped = false;
   let coalescedTotal = 0;
-  const groups = groupSchedules(config.databases);
+  const groups = groupSchedules(config.databases, config.servers);
 
   /**
    * Claims (database, slot) for each database, then enqueues the claimed ones whose previous job has started
    * (or finished); the others are coalesced into that waiting job. Replicas and restarts find the claims.
    */
   const enqueueSlot = async (group: Group, slot: LocalSlot): Promise<number> => {
+    if (group.server) {
+      // Listed anew at every slot: a database created since the last one is backed up at this one.
+      const server = group.server;
+      const databases = await discoverSlot(config, { ...group, server }, logger);
+      return enqueueNames({ ...group, databases }, slot, server.id);
+    }
+    return enqueueNames(group, slot, undefined);
+  };
+
+  const enqueueNames = async (group: Group, slot: LocalSlot, server: string | undefined): Promise<number> => {
     const q = queue(group.kind);
     // BullMQ's own connection: ioredis underneath (its declared type is narrower).
     const client = (await q.client) as unknown as Redis;
@@ -121,13 +204,19 @@ export function startScheduler(options: SchedulerOptions): Scheduler {
 
     const lastKey = lastSlotJobsKey(config.queuePrefix, group.kind);
     const lastIds = claimed.length > 0 ? await client.hmget(lastKey, ...claimed) : [];
-    const states = await Promise.all(lastIds.map((id) => (id ? q.getJobState(id) : Promise.resolve('none'))));
-    const coalesced = claimed.filter((_, i) => NOT_STARTED.has(states[i] ?? 'none'));
-    const toAdd = claimed.filter((_, i) => !NOT_STARTED.has(states[i] ?? 'none'));
+    const pending = await Promise.all(lastIds.map((id) => notStarted(q, id)));
+    const coalesced = claimed.filter((_, i) => pending[i]);
+    const toAdd = claimed.filter((_, i) => !pending[i]);
 
     const jobs = toAdd.map((database) => ({
       name: group.kind,
-      data: { database, slot: slot.local, timezone: group.timezone, scheduledAt: slot.at.toISOString() },
+      data: {
+        database,
+        slot: slot.local,
+        timezone: group.timezone,
+        scheduledAt: slot.at.toISOString(),
+        ...(server ? { server } : {}),
+      },
       opts: { jobId: slotJobId(group.kind, database, slot) },
     }));
     try {
@@ -221,6 +310,7 @@ export function startScheduler(options: SchedulerOptions): Scheduler {
       {
         groups: groups.length,
         databases: config.databases.length,
+        servers: config.servers.map((s) => s.id),
         catchUp: config.catchUp,
         prefix: config.queuePrefix,
       },

@@ -18,6 +18,7 @@ import {
   type IncompleteUpload,
   type ObjectInfo,
   type ObjectWriter,
+  type OpenReadOptions,
   type Storage,
   type WriteOptions,
 } from './storage.js';
@@ -188,7 +189,7 @@ export class FsStorage implements Storage {
     }
   }
 
-  async openRead(key: string, options: { signal?: AbortSignal } = {}): Promise<Readable> {
+  async openRead(key: string, options: OpenReadOptions = {}): Promise<Readable> {
     const file = this.file(key);
     this.requests.get++;
     // Open eagerly so that a missing file is an error here, not later mid-pipeline.

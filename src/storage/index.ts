@@ -3,7 +3,15 @@ import { FsStorage } from './fs.js';
 import { S3Storage } from './s3.js';
 import type { Storage } from './storage.js';
 
-export type { Storage, ObjectInfo, ObjectWriter, IncompleteUpload, RequestCounts } from './storage.js';
+export type {
+  Storage,
+  ObjectInfo,
+  ObjectWriter,
+  IncompleteUpload,
+  RequestCounts,
+  OpenReadOptions,
+  ResumeInfo,
+} from './storage.js';
 export { FsStorage } from './fs.js';
 export { S3Storage } from './s3.js';
 

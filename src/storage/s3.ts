@@ -1,5 +1,6 @@
 import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
 import { PassThrough, Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type { S3Credentials } from '../config/index.js';
 import { StorageError, StorageRefusedError, errorMessage } from '../errors.js';
 import {
@@ -8,50 +9,23 @@ import {
   type IncompleteUpload,
   type ObjectInfo,
   type ObjectWriter,
+  type OpenReadOptions,
   type Storage,
   type WriteOptions,
 } from './storage.js';
+import { MultipartWriter, partSizes } from './s3-upload.js';
+import { ResumingRead, type RangeGet, type ResumeOptions } from './s3-read.js';
 
-const MiB = 1024 * 1024;
-export const MIN_PART_SIZE = 5 * MiB;
-export const MAX_PART_SIZE = 5 * 1024 * MiB;
-type Sdk = typeof import('@aws-sdk/client-s3') & typeof import('@aws-sdk/lib-storage');
-let sdkModules: Promise<Sdk> | undefined;
+type Sdk = typeof import('@aws-sdk/client-s3');
+let sdkModule: Promise<Sdk> | undefined;
 
 /**
  * The AWS SDK, loaded on first use: it adds ~40 MB to a process, which a worker writing to a local folder
  * should not carry.
  */
 function loadSdk(): Promise<Sdk> {
-  sdkModules ??= Promise.all([import('@aws-sdk/client-s3'), import('@aws-sdk/lib-storage')]).then(
-    ([s3, storage]) => ({
-      ...s3,
-      ...storage,
-    }),
-  );
-  return sdkModules;
-}
-
-/**
- * Budget for part buffers in flight; bigger parts mean fewer of them at once so memory stays flat. lib-storage
- * holds several copies of each part while it is sent (measured: one 5 MiB part in flight ~ 50 MB of buffers), so
- * two parts at a time: enough to keep a link busy at gzip's output rate.
- */
-const PART_BUFFER_BUDGET = 10 * MiB;
-
-/**
- * Part size for a stream expected to be about `expectedBytes` long: the smallest whole number of MiB (at least
- * 5 MiB) that fits twice the expectation into `maxParts` parts, so a dump larger than expected still fits.
- */
-export function partSizeFor(expectedBytes: number, maxParts: number): number {
-  const needed = Math.ceil((Math.max(0, expectedBytes) * 2) / Math.max(1, maxParts));
-  const size = Math.max(MIN_PART_SIZE, Math.ceil(needed / MiB) * MiB);
-  return Math.min(size, MAX_PART_SIZE);
-}
-
-/** How many parts lib-storage may buffer and send at once for a given part size. */
-export function queueSizeFor(partSize: number): number {
-  return Math.max(1, Math.min(4, Math.floor(PART_BUFFER_BUDGET / partSize)));
+  sdkModule ??= import('@aws-sdk/client-s3');
+  return sdkModule;
 }
 
 export interface S3Options {
@@ -61,11 +35,15 @@ export interface S3Options {
   readonly region?: string | undefined;
   readonly forcePathStyle: boolean;
   readonly maxParts: number;
+  /** PGSHELF_S3_PART_SIZE, in bytes: the first parts' size (later ones grow, see partSizes). */
+  readonly firstPartSize?: number;
   readonly credentials?: S3Credentials | undefined;
   /** PGSHELF_S3_CONNECT_TIMEOUT, in ms (default 10 s). */
   readonly connectTimeoutMs?: number;
   /** PGSHELF_S3_REQUEST_TIMEOUT, in ms (default 30 s): most time without a byte sent or received. */
   readonly requestTimeoutMs?: number;
+  /** How a download resumes after a dropped connection (tests shorten the waits). */
+  readonly resume?: Pick<ResumeOptions, 'tries' | 'delayMs' | 'maxResumes'>;
   /** Extra client settings (credentials in tests). */
   readonly clientConfig?: S3ClientConfig;
 }
@@ -76,6 +54,8 @@ const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
 /** The SDK's own timeouts, and Node's ones beneath it (a refused or reset connection is not one). */
 function isTimeout(err: unknown): boolean {
   const e = err as { name?: string; code?: string };
+  // node-http-handler names ECONNRESET and EPIPE 'TimeoutError' too: a connection reset midway is no timeout.
+  if (e.code === 'ECONNRESET' || e.code === 'EPIPE') return false;
   return e.name === 'TimeoutError' || e.code === 'ETIMEDOUT' || e.code === 'ESOCKETTIMEDOUT';
 }
 
@@ -99,7 +79,7 @@ const REFUSALS = new Set([
   'AuthorizationHeaderMalformed',
 ]);
 
-/** S3 or any S3-compatible service. Streams go up as multipart uploads through lib-storage. */
+/** S3 or any S3-compatible service. Streams go up as multipart uploads whose parts grow (s3-upload.ts). */
 export class S3Storage implements Storage {
   readonly url: string;
   readonly requests = newRequestCounts();
@@ -208,30 +188,34 @@ export class S3Storage implements Storage {
   }
 
   createWriter(key: string, options: WriteOptions = {}): ObjectWriter {
-    const partSize = partSizeFor(options.sizeHint ?? 0, this.options.maxParts);
-    const body = new PassThrough({ highWaterMark: 1 << 20 });
+    // Parts are sized from the bytes written, not from options.sizeHint (databases run ~10x their archives).
+    const sizes = partSizes(this.options.maxParts, this.options.firstPartSize);
+    // One pipe read: the writer's parts are the buffer (a larger one sits full while a large part is sent).
+    const body = new PassThrough({ highWaterMark: 64 * 1024 });
     this.requests.multipart++;
-    // Started now so that bytes flow as they are written; observed here so an early failure is never unhandled.
-    const done = this.connect().then(({ sdk, client }) => {
+    const target = {
+      Bucket: this.options.bucket,
+      Key: this.full(key),
+      ContentType: options.contentType ?? 'application/gzip',
+    };
+    // The client is ready before the first byte is written (a worker builds it at start-up); meanwhile the
+    // PassThrough holds what comes. Started now and observed here, so an early failure is never unhandled.
+    const ready = this.connect().then((s3) => {
       this.checkAnswering('upload', key);
-      return new sdk.Upload({
-        client,
-        params: {
-          Bucket: this.options.bucket,
-          Key: this.full(key),
-          Body: body,
-          ContentType: options.contentType ?? 'application/gzip',
-        },
-        partSize,
-        queueSize: queueSizeFor(partSize),
-        leavePartsOnError: false,
-      }).done();
+      const writer = new MultipartWriter(s3, target, this.options.maxParts, sizes);
+      const piped = pipeline(body, writer);
+      return { writer, piped };
     });
     let failure: unknown;
-    done.catch((err: unknown) => {
-      failure = err;
+    const failed = (err: unknown): void => {
+      failure ??= err;
       body.destroy(err instanceof Error ? err : new Error(String(err)));
-    });
+    };
+    // Only the storage side's own errors count as its failure; a stop from upstream (pg_dump failed) does not.
+    ready.then(
+      ({ writer, piped }) => piped.catch(() => writer.error !== undefined && failed(writer.error)),
+      failed,
+    );
     let settled = false;
     return {
       stream: body,
@@ -239,18 +223,21 @@ export class S3Storage implements Storage {
         if (settled) throw new StorageError(`writer for ${key} already finished`);
         settled = true;
         try {
-          await done;
+          const { writer, piped } = await ready;
+          await piped;
+          await writer.complete();
         } catch (err) {
+          const { writer } = await ready.catch(() => ({ writer: undefined }));
+          await writer?.abort().catch(() => undefined);
           throw this.fail('upload', key, failure ?? err);
         }
       },
       abort: async () => {
         if (settled) return;
         settled = true;
-        // Fail the body rather than calling upload.abort(): done() then settles only after lib-storage has sent
-        // AbortMultipartUpload for a started upload (upload.abort() makes done() reject before that happens).
         body.destroy(new Error('upload aborted'));
-        await done.catch(() => undefined);
+        const { writer } = await ready.catch(() => ({ writer: undefined }));
+        await writer?.abort().catch(() => undefined);
         await this.abortUploadsOf(key);
       },
       failure: () => (failure === undefined ? undefined : this.fail('upload', key, failure)),
@@ -264,7 +251,7 @@ export class S3Storage implements Storage {
         if (upload.key === key) await this.abortIncomplete(upload);
       }
     } catch {
-      // s3rver and some gateways do not implement ListMultipartUploads; lib-storage has already aborted its own.
+      // s3rver and some gateways do not implement ListMultipartUploads; the writer has already aborted its own.
     }
   }
 
@@ -325,14 +312,30 @@ export class S3Storage implements Storage {
     );
   }
 
-  async openRead(key: string, options: { signal?: AbortSignal } = {}): Promise<Readable> {
-    const params = { Bucket: this.options.bucket, Key: this.full(key) };
-    const out = await this.request('get', 'get', key, (sdk, c) =>
-      c.send(new sdk.GetObjectCommand(params), { abortSignal: options.signal }),
-    );
-    if (!(out.Body instanceof Readable))
-      throw new StorageError(`S3 returned no stream for ${this.locate(key)}`);
-    return out.Body;
+  /**
+   * The object as a stream that picks up where it stopped when the connection drops midway (s3-read.ts): a ranged
+   * GET pinned to the first response's ETag, up to five tries in a row without a byte.
+   */
+  async openRead(key: string, options: OpenReadOptions = {}): Promise<Readable> {
+    const get: RangeGet = async (start, etag) => {
+      const params = {
+        Bucket: this.options.bucket,
+        Key: this.full(key),
+        ...(start > 0 ? { Range: `bytes=${start}-`, ...(etag ? { IfMatch: etag } : {}) } : {}),
+      };
+      const out = await this.request('get', 'get', key, (sdk, c) =>
+        c.send(new sdk.GetObjectCommand(params), { abortSignal: options.signal }),
+      );
+      if (!(out.Body instanceof Readable))
+        throw new StorageError(`S3 returned no stream for ${this.locate(key)}`);
+      return { body: out.Body, etag: out.ETag, length: out.ContentLength };
+    };
+    const first = await get(0, undefined);
+    return new ResumingRead(get, this.locate(key), first, first.length, {
+      signal: options.signal,
+      onResume: options.onResume,
+      ...this.options.resume,
+    });
   }
 
   async stat(key: string): Promise<ObjectInfo | undefined> {

@@ -44,6 +44,26 @@ export interface RequestCounts {
 }
 
 /** Where backups live. Keys are relative to the storage URL's folder or prefix and use '/'. */
+/** What a caller hears of each resumption of a download (to log it). */
+export interface ResumeInfo {
+  /** Bytes delivered before the body stopped. */
+  readonly position: number;
+  /** The object's size, when the first response said it. */
+  readonly total: number | undefined;
+  /** 1 for the first try after this stop, counting up while tries bring no byte. */
+  readonly attempt: number;
+  readonly cause: unknown;
+}
+
+export interface OpenReadOptions {
+  readonly signal?: AbortSignal | undefined;
+  /**
+   * Called each time a download picks up again after the connection dropped midway (S3: a ranged GET from the byte
+   * where it stopped), to log it. A folder never calls it.
+   */
+  readonly onResume?: ((info: ResumeInfo) => void) | undefined;
+}
+
 export interface Storage {
   readonly url: string;
   readonly requests: RequestCounts;
@@ -55,7 +75,7 @@ export interface Storage {
    * a longer result means the object is larger than the cap (and the rest was never downloaded).
    */
   getObject(key: string, options?: { maxBytes?: number }): Promise<Buffer | undefined>;
-  openRead(key: string, options?: { signal?: AbortSignal }): Promise<Readable>;
+  openRead(key: string, options?: OpenReadOptions): Promise<Readable>;
   stat(key: string): Promise<ObjectInfo | undefined>;
   /** Every object under `prefix` (recursively), in key order. */
   list(prefix: string): AsyncIterable<ObjectInfo>;

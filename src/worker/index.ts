@@ -1,5 +1,7 @@
+import { hostname } from 'node:os';
 import { DelayedError, UnrecoverableError, Worker, type Job } from 'bullmq';
-import { resolveTarget, storageIdentity, type Config } from '../config/index.js';
+import { findServer, resolveTarget, serverTakes, storageIdentity, type Config } from '../config/index.js';
+import { parseGlobalsName } from '../catalog/layout.js';
 import { ConfigError, errorMessage, isRecoverable } from '../errors.js';
 import { createRegistry, type RegisteredJob } from '../jobs/registry.js';
 import type { Logger } from '../logger.js';
@@ -46,13 +48,41 @@ export interface PgshelfWorker {
   abortAll(reason?: string): void;
 }
 
-/** How long a job that must wait for a guard (same database running, server at its limit) waits to try again. */
-const WAIT_MS = 10_000;
+/** No spaces: Redis refuses them in a client name. */
+const WORKER_NAME = `${hostname().replace(/\s+/g, '-')}:${process.pid}`;
+
+/**
+ * How long a job that must wait for a guard (same database running, server at its limit) waits to try again:
+ * 10 s give or take a quarter, so jobs put back together do not all come back in the same instant, nor in step
+ * with a schedule whose slots are a multiple of 10 s apart (each try then met the next slot's jobs at the guard).
+ */
+function waitMs(): number {
+  return Math.round(10_000 * (0.75 + Math.random() / 2));
+}
 
 /** What a queued job says it is for: set by `pgshelf` commands from their own settings. */
 interface JobTarget {
   readonly database?: unknown;
   readonly storage?: unknown;
+  /** The `servers:` entry (`host:port`) that discovered the database. */
+  readonly server?: unknown;
+}
+
+/** Whether the worker knows `database`: listed, a server's globals, or taken by a `servers:` entry's globs. */
+function knows(config: Config, database: string, server: unknown): boolean {
+  if (config.databases.some((d) => d.name === database)) return true;
+  const globals = parseGlobalsName(database);
+  if (globals) {
+    // A `servers:` entry's globals, or those of a server whose databases the worker backs up.
+    const id = `${globals.host}:${globals.port}`;
+    return (
+      findServer(config, id) !== undefined ||
+      config.databases.some((d) => `${d.postgres.host}:${d.postgres.port}` === id)
+    );
+  }
+  const named = typeof server === 'string' ? findServer(config, server) : undefined;
+  if (named) return serverTakes(named, database);
+  return config.servers.some((s) => serverTakes(s, database));
 }
 
 /**
@@ -73,8 +103,11 @@ export function checkJobTarget(
         `PGSHELF_STORAGE set as the command's (and the same S3_ENDPOINT), or run the ${kind} with --in-process`,
     );
   }
-  if (typeof data.database === 'string' && !config.databases.some((d) => d.name === data.database)) {
-    const known = config.databases.map((d) => d.name).join(', ') || 'none';
+  if (typeof data.database === 'string' && !knows(config, data.database, data.server)) {
+    const known =
+      [...config.databases.map((d) => d.name), ...config.servers.map((s) => `the databases of ${s.id}`)].join(
+        ', ',
+      ) || 'none';
     throw new ConfigError(
       `this worker does not ${job.acts ?? `${kind} backups of`} database ` +
         `"${data.database}": it knows ${known} — start a worker with POSTGRES_DB=${data.database} or list it ` +
@@ -131,13 +164,24 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
   };
 
   /** Enqueues the job declared to follow `job` (e.g. prune after a backup); a failure to do so is logged only. */
-  const followUp = async (job: RegisteredJob, database: string, result: unknown, id: string, log: Logger) => {
+  const followUp = async (
+    job: RegisteredJob,
+    database: string,
+    server: string | undefined,
+    result: unknown,
+    id: string,
+    log: Logger,
+  ) => {
     const next = job.followedBy;
     const queue = next && followQueues.get(next.kind);
     if (!next || !queue) return;
     const jobId = followUpJobId(next.kind, database, next.key(result) ?? id);
     await queue
-      .add(next.kind, { database, storage: storageIdentity(config.storage) }, { jobId })
+      .add(
+        next.kind,
+        { database, storage: storageIdentity(config.storage), ...(server ? { server } : {}) },
+        { jobId },
+      )
       .catch((err: unknown) =>
         log.warn({ err: errorMessage(err) }, `could not enqueue the ${next.kind} job`),
       );
@@ -162,7 +206,8 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
       let startedAt = Date.now();
       try {
         checkJobTarget(config, job, data);
-        const target = resolveTarget(config, named);
+        const server = typeof data.server === 'string' ? data.server : undefined;
+        const target = resolveTarget(config, named, server);
         const guard = await takeGuards(job, target.name, target.postgres.host, target.postgres.port);
         if (guard && !guard.ok) {
           const message =
@@ -170,7 +215,7 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
               ? `the server already runs ${config.hostConcurrency} dumps: waiting`
               : (job.excludes?.database?.waiting ?? 'waiting');
           events.emit('job:waiting', { ...base, database: target.name, reason: guard.reason, message });
-          await bull.moveToDelayed(Date.now() + WAIT_MS, token);
+          await bull.moveToDelayed(Date.now() + waitMs(), token);
           throw new DelayedError();
         }
         try {
@@ -187,7 +232,7 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
                 .catch((err: unknown) => log.debug({ err }, 'progress update failed'));
             },
           });
-          await followUp(job, target.name, result, String(bull.id), log);
+          await followUp(job, target.name, server, result, String(bull.id), log);
           events.emit('job:succeeded', {
             ...base,
             database: target.name,
@@ -219,6 +264,8 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
       }
     };
     const worker = new Worker(queueName(kind), processor, {
+      // host:pid names this process in BullMQ's worker list (`pgshelf status`, the dashboard).
+      name: WORKER_NAME,
       connection: redisConnection(config),
       prefix: config.queuePrefix,
       concurrency: config.concurrency,
@@ -252,7 +299,7 @@ export function startWorker(options: WorkerOptions): PgshelfWorker {
 
   // A clock off from the database servers' makes backup times and retention ages wrong: said once at start.
   void warnClockSkew(
-    config.databases.map((d) => d.postgres),
+    [...config.databases, ...config.servers].map((d) => d.postgres),
     logger,
   );
 

@@ -41,11 +41,13 @@ export function queues(prefix: string, defer: ReturnType<typeof useCleanup>): (n
       await q.obliterate({ force: true });
       await q.close();
     }
-    // The scheduler's own keys (slot claims, last job per database) live beside the queues.
+    // The scheduler's own keys (slot claims, last job per database) and the alerts' live beside the queues.
     const client = new Redis(redis);
     try {
-      for await (const keys of client.scanStream({ match: `${prefix}:scheduler:*`, count: 1000 })) {
-        if ((keys as string[]).length > 0) await client.del(...(keys as string[]));
+      for (const match of [`${prefix}:scheduler:*`, `${prefix}:alerts:*`]) {
+        for await (const keys of client.scanStream({ match, count: 1000 })) {
+          if ((keys as string[]).length > 0) await client.del(...(keys as string[]));
+        }
       }
     } finally {
       client.disconnect();
@@ -58,9 +60,9 @@ export function queues(prefix: string, defer: ReturnType<typeof useCleanup>): (n
   };
 }
 
-/** `pgshelf <command>` as a long-running child process (worker, scheduler), killed after the test. */
+/** `pgshelf <command>` as a long-running child process (worker, scheduler, serve), killed after the test. */
 export function daemon(
-  command: 'worker' | 'scheduler',
+  command: 'worker' | 'scheduler' | 'serve',
   env: Env,
   defer: ReturnType<typeof useCleanup>,
 ): RunningCli {
@@ -72,15 +74,24 @@ export function daemon(
   return child;
 }
 
+/** A new database holding the sample schema with `rows` orders; dropped after the test (kept when it fails). */
+export async function sampleDatabase(
+  defer: ReturnType<typeof useCleanup>,
+  rows: number,
+  name = uniqueName(),
+): Promise<string> {
+  await createDatabase(name);
+  defer(() => dropDatabase(name), { keepOnFailure: true });
+  await createSampleSchema(name, rows);
+  return name;
+}
+
 /** A sample database, a storage folder and a queue prefix of its own: what a worker test starts from. */
 export async function workerFixture(
   defer: ReturnType<typeof useCleanup>,
   options: { rows?: number; env?: Env } = {},
 ): Promise<{ db: string; dir: string; env: Env; queue: (name: string) => Queue }> {
-  const db = uniqueName();
-  await createDatabase(db);
-  defer(() => dropDatabase(db), { keepOnFailure: true });
-  await createSampleSchema(db, options.rows ?? 100);
+  const db = await sampleDatabase(defer, options.rows ?? 100);
   const dir = await tempDir();
   defer(() => rm(dir, { recursive: true, force: true }));
   const prefix = uniquePrefix();

@@ -6,8 +6,8 @@ import { createDatabase, databaseExists, PG_HOST, PG_PORT, PG_USER, withClient }
 const execFileAsync = promisify(execFile);
 
 /**
- * The manual procedure from the docs, run literally: createdb, then `gunzip -c archive | psql`. The shell is
- * the point here: this is what an operator types.
+ * The manual procedure from the docs, run literally: createdb, then `gunzip -c archive | psql` (`zstd -dc` for a
+ * `.zst` archive). The shell is the point here: this is what an operator types.
  */
 export async function restoreByHand(archive: string, database: string): Promise<void> {
   await createDatabase(database);
@@ -17,7 +17,8 @@ export async function restoreByHand(archive: string, database: string): Promise<
       '-o',
       'pipefail',
       '-c',
-      'gunzip -c "$1" | psql -X -q -v ON_ERROR_STOP=1 --host="$3" --port="$4" --username="$5" --dbname="$2" >/dev/null',
+      `${archive.endsWith('.zst') ? 'zstd -dc' : 'gunzip -c'} "$1" | ` +
+        'psql -X -q -v ON_ERROR_STOP=1 --host="$3" --port="$4" --username="$5" --dbname="$2" >/dev/null',
       'restore',
       archive,
       database,

@@ -2,7 +2,7 @@ import { ListMultipartUploadsCommand, ListObjectsV2Command } from '@aws-sdk/clie
 import { chmod, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, inject, it } from 'vitest';
-import { useCleanup } from '../helpers/lifecycle.js';
+import { sampleDatabase, useCleanup } from '../helpers/lifecycle.js';
 import {
   AbortedError,
   DatabaseNotFoundError,
@@ -15,28 +15,14 @@ import { silentLogger } from '../../src/logger.js';
 import { createStorage } from '../../src/storage/index.js';
 import type { Config, Env } from '../../src/config/index.js';
 import { pgEnv, s3Env, tempDir, testConfig } from '../helpers/env.js';
-import {
-  createDatabase,
-  createSampleSchema,
-  dropDatabase,
-  dumpIsWaiting,
-  lockTable,
-  uniqueName,
-  withClient,
-} from '../helpers/pg.js';
+import { dumpIsWaiting, lockTable, uniqueName, withClient } from '../helpers/pg.js';
 import { waitFor } from '../helpers/cli.js';
 import { createBucket, testS3Client } from '../helpers/s3.js';
 import { ctx } from '../helpers/jobs.js';
 
 const defer = useCleanup();
 
-async function sourceDatabase(): Promise<string> {
-  const name = uniqueName();
-  await createDatabase(name);
-  defer(() => dropDatabase(name), { keepOnFailure: true });
-  await createSampleSchema(name, 50);
-  return name;
-}
+const sourceDatabase = (): Promise<string> => sampleDatabase(defer, 50);
 
 async function folderConfig(env: Env): Promise<{ config: Config; dir: string }> {
   const dir = await tempDir();

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, expect, it } from 'vitest';
-import { useCleanup } from '../helpers/lifecycle.js';
+import { sampleDatabase, useCleanup } from '../helpers/lifecycle.js';
 import { createBackupJob } from '../../src/jobs/backup.js';
 import type { Progress } from '../../src/jobs/context.js';
 import { scanBackups } from '../../src/catalog/backups.js';
@@ -14,26 +14,15 @@ import { readManifest } from '../../src/catalog/manifest.js';
 import { silentLogger } from '../../src/logger.js';
 import { createStorage } from '../../src/storage/index.js';
 import { pgEnv, s3Env, tempDir, testConfig } from '../helpers/env.js';
-import {
-  awkwardName,
-  createDatabase,
-  createSampleSchema,
-  dropDatabase,
-  snapshotDatabase,
-  uniqueName,
-} from '../helpers/pg.js';
+import { awkwardName, dropDatabase, snapshotDatabase, uniqueName } from '../helpers/pg.js';
 import { restoreByHand } from '../helpers/restore.js';
 import { createBucket, testS3Client } from '../helpers/s3.js';
 import { ctx } from '../helpers/jobs.js';
 
 const defer = useCleanup();
 
-async function sourceDatabase(name = uniqueName(), rows = 300): Promise<string> {
-  await createDatabase(name);
-  defer(() => dropDatabase(name), { keepOnFailure: true });
-  await createSampleSchema(name, rows);
-  return name;
-}
+const sourceDatabase = (name = uniqueName(), rows = 300): Promise<string> =>
+  sampleDatabase(defer, rows, name);
 
 describe('backup to a local folder', () => {
   it('writes archive and manifest that restore by hand into an identical database', async () => {

@@ -22,7 +22,7 @@ const SECRETS: Record<string, string> = {
   AWS_SESSION_TOKEN: 'aws-token-Secret5',
   REDIS_URL: 'redis://:redis-Secret6@127.0.0.1:6379',
   OTHER_DB_PASSWORD: 'yaml-Secret7',
-  PGSHELF_WEBHOOK_SECRET: 'hook-Secret8',
+  PGSHELF_WEBHOOK_SECRET: 'hook-Secret8-0123456789',
 };
 
 function parseEnviron(raw: Buffer): Record<string, string> {

@@ -165,7 +165,7 @@ describe("README's Commands block", () => {
   it("gives every option of every command's --help", async () => {
     const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8');
     const block = readme.split('### Commands\n\n```\n')[1]!.split('```')[0]!;
-    for (const command of ['backup', 'restore', 'list', 'prune', 'drill', 'verify']) {
+    for (const command of ['backup', 'restore', 'restore-server', 'list', 'prune', 'drill', 'verify']) {
       const help = await runCli([command, '--help'], {});
       const options = [...help.stdout.matchAll(/^ {2}(--[a-z-]+)/gm)].map((m) => m[1]!);
       expect(options.length).toBeGreaterThan(1);

@@ -10,15 +10,8 @@ import type { Env } from '../../src/config/index.js';
 import { slotJobId } from '../../src/queues.js';
 import { waitFor } from '../helpers/cli.js';
 import { pgEnv, tempDir, uniquePrefix } from '../helpers/env.js';
-import { daemon, useCleanup } from '../helpers/lifecycle.js';
-import {
-  createDatabase,
-  createSampleSchema,
-  dropDatabase,
-  dumpIsWaiting,
-  lockTable,
-  uniqueName,
-} from '../helpers/pg.js';
+import { daemon, sampleDatabase, useCleanup } from '../helpers/lifecycle.js';
+import { dumpIsWaiting, lockTable } from '../helpers/pg.js';
 import { privateRedis } from '../helpers/services.js';
 
 const defer = useCleanup();
@@ -27,10 +20,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 describe('fault: Redis restarted under a worker and a scheduler', () => {
   it('both reconnect, the running backup completes, and every per-second slot is handled once: its own job or coalesced', async () => {
     const redis = await privateRedis(defer);
-    const db = uniqueName();
-    await createDatabase(db);
-    defer(() => dropDatabase(db), { keepOnFailure: true });
-    await createSampleSchema(db, 50);
+    const db = await sampleDatabase(defer, 50);
     const dir = await tempDir();
     defer(() => rm(dir, { recursive: true, force: true }));
     const prefix = uniquePrefix();

@@ -49,6 +49,8 @@ function workerEnv(db: string, bucket: string, endpoint: string, prefix: string)
     PGSHELF_RETRY_DELAY: '1',
     PGSHELF_QUEUE_PREFIX: prefix,
     PGSHELF_LOG_LEVEL: 'info',
+    // Parts of 5 MiB (the smallest S3 takes), so the cut comes with most of the upload still to go.
+    PGSHELF_S3_PART_SIZE: '5',
   };
 }
 

@@ -3,26 +3,13 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Env } from '../../src/config/index.js';
 import { waitFor } from '../helpers/cli.js';
-import { daemon, useCleanup, workerFixture } from '../helpers/lifecycle.js';
-import {
-  createDatabase,
-  createSampleSchema,
-  dropDatabase,
-  lockTable,
-  uniqueName,
-  withClient,
-} from '../helpers/pg.js';
+import { daemon, sampleDatabase, useCleanup, workerFixture } from '../helpers/lifecycle.js';
+import { lockTable, withClient } from '../helpers/pg.js';
 
 const defer = useCleanup();
 const worker = (env: Env) => daemon('worker', env, defer);
 
-async function database(): Promise<string> {
-  const db = uniqueName();
-  await createDatabase(db);
-  defer(() => dropDatabase(db), { keepOnFailure: true });
-  await createSampleSchema(db, 20);
-  return db;
-}
+const database = (): Promise<string> => sampleDatabase(defer, 20);
 
 /** pg_dump sessions of pgshelf now running against `databases`. */
 async function dumpsRunning(databases: string[]): Promise<number> {

@@ -15,28 +15,15 @@ import { parseManifest, readManifest } from '../../src/catalog/manifest.js';
 import { createStorage } from '../../src/storage/index.js';
 import { nextSecond, runCli } from '../helpers/cli.js';
 import { pgEnv, s3Env, tempDir, testConfig } from '../helpers/env.js';
-import { useCleanup } from '../helpers/lifecycle.js';
-import {
-  createDatabase,
-  createSampleSchema,
-  databaseExists,
-  dropDatabase,
-  snapshotDatabase,
-  uniqueName,
-} from '../helpers/pg.js';
+import { sampleDatabase, useCleanup } from '../helpers/lifecycle.js';
+import { databaseExists, dropDatabase, snapshotDatabase, uniqueName } from '../helpers/pg.js';
 import { createBucket } from '../helpers/s3.js';
 import { ctx, jobs } from '../helpers/jobs.js';
 
 const defer = useCleanup();
 const KEY = 'a'.repeat(64);
 
-async function source(rows = 30): Promise<string> {
-  const db = uniqueName();
-  await createDatabase(db);
-  defer(() => dropDatabase(db), { keepOnFailure: true });
-  await createSampleSchema(db, rows);
-  return db;
-}
+const source = (rows = 30): Promise<string> => sampleDatabase(defer, rows);
 
 async function folderEnv(db: string, env: Env = {}): Promise<Env> {
   const dir = await tempDir();

@@ -1,6 +1,7 @@
 /** A waiting command and its job: Ctrl-C, retries a retry cannot fix, and whose retry delay applies. */
-import { Queue } from 'bullmq';
+import { Queue, QueueEvents } from 'bullmq';
 import { readdir } from 'node:fs/promises';
+import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import type { Env } from '../../src/config/index.js';
 import { startCli, runCli, waitFor } from '../helpers/cli.js';
@@ -25,7 +26,7 @@ describe('Ctrl-C on a waiting command', () => {
     expect(await q.getJobState('1')).toBe('waiting');
     cli.child.kill('SIGINT');
     const res = await cli.done;
-    expect(res.code, res.stderr).toBe(130);
+    expect({ code: res.code, signal: res.signal }, res.stderr).toEqual({ code: 130, signal: null });
     expect(res.stderr).toContain(
       'interrupted: removed backup job 1 from the queue (waiting); no worker had started it',
     );
@@ -36,7 +37,7 @@ describe('Ctrl-C on a waiting command', () => {
     await waitFor('the command to wait', () => json.stderr().includes('no worker is running'));
     json.child.kill('SIGTERM');
     const jres = await json.done;
-    expect(jres.code, jres.stderr).toBe(143);
+    expect({ code: jres.code, signal: jres.signal }, jres.stderr).toEqual({ code: 143, signal: null });
     expect(JSON.parse(jres.stdout)).toMatchObject({
       ok: false,
       error: { name: 'Interrupted', exitCode: 143 },
@@ -46,6 +47,72 @@ describe('Ctrl-C on a waiting command', () => {
     const w = daemon('worker', env, defer);
     await waitFor('worker to start', () => w.stderr().includes('worker started'));
     expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('a signal the moment the job is added still takes it off the queue (no window before the handler)', async () => {
+    // CI once saw the process killed by SIGTERM (exit null) with the job left queued: the handler was installed
+    // after the "no worker is running" line, and a signal sent on reading that line could land first.
+    const { env } = await workerFixture(defer);
+    const q = backupQueue(env);
+    const events = new QueueEvents('backup', { connection: redis, prefix: env.PGSHELF_QUEUE_PREFIX });
+    defer(() => events.close());
+    await events.waitUntilReady();
+    for (let round = 0; round < 6; round++) {
+      const cli = startCli(['backup', '--json'], env);
+      const signal = round % 2 ? 'SIGINT' : 'SIGTERM';
+      const kill = (): void => void cli.child.kill(signal);
+      events.once('added', kill);
+      const res = await cli.done;
+      events.off('added', kill);
+      expect({ code: res.code, signal: res.signal }, res.stderr).toEqual({
+        code: signal === 'SIGINT' ? 130 : 143,
+        signal: null,
+      });
+      expect(JSON.parse(res.stdout)).toMatchObject({ ok: false, error: { name: 'Interrupted' } });
+      expect(res.stderr).toMatch(
+        /interrupted: removed backup job \d+ from the queue|before the backup job was queued/,
+      );
+    }
+    expect(await q.getJobCounts()).toMatchObject({ waiting: 0, delayed: 0, active: 0, prioritized: 0 });
+  });
+
+  it('a signal while Redis does not answer, before anything is queued, ends the command at once', async () => {
+    // A Redis that answers the command's first connection (its health check) and then goes silent: before this
+    // test, the first Ctrl-C was only noted until the queue's connection came up, so it seemed to do nothing.
+    const { env } = await workerFixture(defer);
+    let connections = 0;
+    const sockets = new Set<net.Socket>();
+    const proxy = net.createServer((client) => {
+      sockets.add(client);
+      client.on('error', () => undefined);
+      if (++connections > 1) return; // accepted, never answered
+      const upstream = net.connect(6379, '127.0.0.1');
+      sockets.add(upstream);
+      upstream.on('error', () => undefined);
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    defer(async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise((resolve) => proxy.close(resolve));
+    });
+    const port = (proxy.address() as net.AddressInfo).port;
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+      const cli = startCli(['backup', '--json'], { ...env, REDIS_URL: `redis://127.0.0.1:${port}` });
+      const before = connections;
+      await waitFor('the queue to connect to the silent Redis', () => connections >= before + 2);
+      cli.child.kill(signal);
+      const res = await cli.done;
+      expect({ code: res.code, signal: res.signal }, res.stderr).toEqual({
+        code: signal === 'SIGINT' ? 130 : 143,
+        signal: null,
+      });
+      expect(res.stderr).toContain(
+        `interrupted by ${signal} before the backup job was queued: nothing was queued`,
+      );
+      expect(JSON.parse(res.stdout)).toMatchObject({ ok: false, error: { name: 'Interrupted' } });
+      connections = 0;
+    }
   });
 
   it('says a running job goes on, exits 130, and the job still finishes', async () => {

@@ -79,8 +79,9 @@ describe.each(['worker', 'scheduler'] as const)('%s with Redis unreachable', (co
       },
       defer,
     );
-    // Long enough to be up and retrying (not a timed assertion: any moment will do).
-    await new Promise((r) => setTimeout(r, 3000));
+    // Up and retrying: its signal handlers are installed before it first reaches for Redis (a fixed wait was
+    // too short on a loaded machine: SIGTERM came before the handler, and killed the process outright).
+    await waitFor('the Redis error line', () => d.stderr().includes('cannot reach Redis at'), 60_000);
     d.child.kill('SIGTERM');
     const res = await ended(d, `the ${command} to exit after SIGTERM`);
     expect(res.signal).toBe(null);

@@ -5,7 +5,8 @@ import { describe, expect, it } from 'vitest';
 import type { Env } from '../../src/config/index.js';
 import { waitFor } from '../helpers/cli.js';
 import { pgEnv, tempDir, uniquePrefix } from '../helpers/env.js';
-import { daemon, queues, redis, useCleanup } from '../helpers/lifecycle.js';
+import { dumpIsWaiting, lockTable } from '../helpers/pg.js';
+import { daemon, queues, redis, sampleDatabase, useCleanup } from '../helpers/lifecycle.js';
 
 const defer = useCleanup();
 const scheduler = (env: Env) => daemon('scheduler', env, defer);
@@ -177,5 +178,42 @@ describe('pgshelf scheduler', () => {
     const coalesced = [...s.stderr().matchAll(/"coalesced":(\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
     expect(coalesced).toBeGreaterThanOrEqual(6);
     expect(s.stderr()).toMatch(/3 backup jobs coalesced/);
+  });
+  it('coalesces into a job a worker put back to wait for the server limit: no pile-up of jobs per database', async () => {
+    // One dump at a time on the server, and the first one held by a lock: every other job is put back
+    // (delayed, no attempt made). Each slot used to queue one more job per database beside it.
+    const [held, queued] = [await sampleDatabase(defer, 10), await sampleDatabase(defer, 10)];
+    const lock = await lockTable(held, 'app.orders');
+    defer(() => lock.release());
+    const { env, queue } = await setup(
+      `defaults:\n  schedule: "* * * * * *"\ndatabases:\n  - name: ${held}\n  - name: ${queued}\n`,
+      { PGSHELF_CATCH_UP: 'off', PGSHELF_HOST_CONCURRENCY: '1', PGSHELF_CONCURRENCY: '4' },
+    );
+    const w = daemon('worker', env, defer);
+    await waitFor('the worker', () => w.stderr().includes('worker started'));
+    const s = scheduler(env);
+    // The first slot's dump of `held` takes the server and blocks; `queued` is put back to wait.
+    await waitFor('the held dump', () => dumpIsWaiting(held));
+    await waitFor('a job put back', () => w.stderr().includes('dumps: waiting'));
+    const slotsBefore = (s.stderr().match(/slot enqueued/g) ?? []).length;
+    await waitFor(
+      'five more slots',
+      () => (s.stderr().match(/slot enqueued/g) ?? []).length >= slotsBefore + 5,
+      30_000,
+    );
+    s.child.kill('SIGTERM');
+    expect((await s.done).code).toBe(0);
+
+    const open = await jobsOf(queue('backup'), ['waiting', 'prioritized', 'delayed', 'active']);
+    const perDb = new Map<string, number>();
+    for (const j of open) {
+      const db = (j.data as { database: string }).database;
+      perDb.set(db, (perDb.get(db) ?? 0) + 1);
+    }
+    // `held`: its running dump and one job waiting behind it; `queued`: the one job put back. (Which state each
+    // is in at this instant is not asserted: a put-back job comes back every ~10 s and is put back again.)
+    expect(Object.fromEntries(perDb)).toEqual({ [held]: 2, [queued]: 1 });
+    const coalesced = [...s.stderr().matchAll(/"coalesced":(\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
+    expect(coalesced).toBeGreaterThanOrEqual(8);
   });
 });

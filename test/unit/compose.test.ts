@@ -9,6 +9,9 @@ interface Service {
   build?: unknown;
   environment?: Record<string, unknown> | string[];
   depends_on?: Record<string, unknown> | string[];
+  command?: string[];
+  ports?: string[];
+  healthcheck?: { test?: string[] };
 }
 
 async function compose(): Promise<{ services: Record<string, Service> }> {
@@ -65,7 +68,7 @@ describe('docker-compose.yml', () => {
   it("gives pgshelf's services only real settings (SETTINGS) or AWS/S3 names, and storage it can reach", async () => {
     const { services } = await compose();
     const known = new Set(SETTINGS.map((s) => s.name));
-    for (const name of ['worker', 'scheduler']) {
+    for (const name of ['worker', 'scheduler', 'serve']) {
       const env = services[name]?.environment;
       expect(env, name).toBeDefined();
       const keys = Array.isArray(env) ? env.map((e) => e.split('=')[0]!) : Object.keys(env!);
@@ -76,6 +79,24 @@ describe('docker-compose.yml', () => {
       expect(Object.keys(services)).toContain(host);
       expect(new URL(vars.REDIS_URL!).hostname).toBe('redis');
       expect(vars.POSTGRES_HOST).toBe('postgres');
+    }
+  });
+
+  it('runs `pgshelf serve` beside the worker and scheduler: with a token (it listens off loopback), published on the host loopback, health-checked', async () => {
+    const { services } = await compose();
+    const serve = services.serve;
+    expect(serve?.command).toEqual(['serve']);
+    const env = serve!.environment as Record<string, string>;
+    expect(env.PGSHELF_HTTP_HOST).toBe('0.0.0.0');
+    // serve refuses a non-loopback address without a token of 16 characters or more.
+    const token = /^\$\{PGSHELF_HTTP_TOKEN:-(.+)\}$/.exec(env.PGSHELF_HTTP_TOKEN ?? '')?.[1];
+    expect(token?.length).toBeGreaterThanOrEqual(16);
+    expect(serve!.ports).toEqual([`127.0.0.1:${env.PGSHELF_HTTP_PORT}:${env.PGSHELF_HTTP_PORT}`]);
+    expect(JSON.stringify(serve!.healthcheck?.test)).toContain(`127.0.0.1:${env.PGSHELF_HTTP_PORT}/healthz`);
+    // The same storage and Redis as the worker, so it reports what the worker does.
+    const worker = services.worker!.environment as Record<string, string>;
+    for (const k of ['PGSHELF_STORAGE', 'REDIS_URL', 'PGSHELF_QUEUE_PREFIX', 'POSTGRES_DB', 'S3_ENDPOINT']) {
+      expect(env[k], k).toBe(worker[k]);
     }
   });
 });

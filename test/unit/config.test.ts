@@ -57,6 +57,23 @@ describe('loadConfig', () => {
     expect(c.databases[0]!.postgres).toMatchObject({ host: '/var/run/postgresql', port: 5433 });
   });
 
+  it('refuses a bad PGSHELF_HTTP_TOKEN without printing it (the message lands in logs)', () => {
+    for (const token of ['short-secret', 'a long secret with spaces in it']) {
+      let message = '';
+      try {
+        loadConfig({ ...base, PGSHELF_HTTP_TOKEN: token });
+      } catch (err) {
+        expect(err).toBeInstanceOf(ConfigError);
+        message = (err as Error).message;
+      }
+      expect(message).toMatch(/^PGSHELF_HTTP_TOKEN is invalid: at least 16 printable characters/);
+      expect(message).not.toContain(token);
+    }
+    expect(loadConfig({ ...base, PGSHELF_HTTP_TOKEN: 'abcdefghijklmnop' }).http.token).toBe(
+      'abcdefghijklmnop',
+    );
+  });
+
   it('uses POSTGRES_USER/PASSWORD for the admin role unless POSTGRES_ADMIN_* are set', () => {
     const a = loadConfig({ ...base, POSTGRES_USER: 'app', POSTGRES_PASSWORD: 's3cret' }).databases[0]!
       .postgres;

@@ -39,6 +39,7 @@ describe('Node flags', () => {
     const dockerfile = await readFile(new URL('../../Dockerfile', import.meta.url), 'utf8');
     const shebang = /^#!\/usr\/bin\/env -S node((?: --[\w-]+=\S+)+)\n/.exec(cli);
     expect(shebang?.[1]).toContain('--max-semi-space-size=');
+    expect(shebang?.[1]).toContain('--v8-pool-size=1');
     const entrypoint = /^ENTRYPOINT (\[.*\])$/m.exec(dockerfile)?.[1] ?? '[]';
     expect((JSON.parse(entrypoint) as string[]).at(-1)).toBe('pgshelf');
     expect(dockerfile).toMatch(

@@ -69,6 +69,14 @@ describe('parallel gzip', () => {
     expect(gunzipSync(single).equals(input)).toBe(true);
   });
 
+  it('is within 1% of the size `gzip -6` makes of the same input', async () => {
+    const input = sample(6 * BLOCK_SIZE + 4321);
+    const ours = await compress(input, 2);
+    const theirs = execFileSync('gzip', ['-6', '-c'], { input, maxBuffer: 64 << 20 });
+    expect(ours.length / theirs.length).toBeLessThan(1.01);
+    expect(execFileSync('gunzip', ['-t'], { input: ours }).length).toBe(0);
+  });
+
   it('costs under 1% of compression ratio against a single stream', async () => {
     const input = sample(4 * BLOCK_SIZE);
     const parallel = (await compress(input, 4)).length;

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   backupKeys,
+  compressionOfKey,
   encodeSegment,
   formatTimestamp,
   parseKey,
@@ -17,6 +18,18 @@ describe('storage layout', () => {
       manifest: 'fractal_db/2026/03/fractal_db_20260309T020007Z_0a1b2c3d.manifest.json',
     });
     expect(backupKeys('db', at, '0a1b2c3d', true).archive).toMatch(/\.sql\.gz\.age$/);
+  });
+
+  it('names a zstd archive .sql.zst, .age after it when encrypted, and parses its compression back', () => {
+    const zst = backupKeys('db', at, '0a1b2c3d', false, 'zstd').archive;
+    expect(zst).toBe('db/2026/03/db_20260309T020007Z_0a1b2c3d.sql.zst');
+    expect(backupKeys('db', at, '0a1b2c3d', true, 'zstd').archive).toMatch(/\.sql\.zst\.age$/);
+    expect(parseKey(zst)).toMatchObject({ kind: 'archive', compression: 'zstd', encrypted: false });
+    expect(parseKey(`${zst}.age`)).toMatchObject({ kind: 'archive', compression: 'zstd', encrypted: true });
+    expect(parseKey(backupKeys('db', at, '0a1b2c3d').archive)).toMatchObject({ compression: 'gzip' });
+    expect(compressionOfKey('manual/x.sql.zst')).toBe('zstd');
+    expect(compressionOfKey('manual/x.sql.gz')).toBe('gzip');
+    expect(parseKey('db/2026/03/db_20260309T020007Z_0a1b2c3d.sql.lz4')).toBeUndefined();
   });
 
   it.each([

@@ -60,3 +60,38 @@ describe('restore progress', () => {
     expect(end).not.toContain('100');
   });
 });
+
+describe('the bar on a terminal', () => {
+  const base = { elapsedMs: 4000, bytesOut: 0 };
+  it("measures a backup against the database's size, marked as a guess, and grows it when the SQL outgrows it", () => {
+    const p: Progress = {
+      ...base,
+      phase: 'dump',
+      bytesIn: 256 << 20,
+      rate: 64 << 20,
+      estimatedBytes: 1 << 30,
+    };
+    expect(ProgressLine.describeBar(p, '=====---------------', 12)).toBe(
+      'dump [=====---------------] 25% 256.0 MiB of ~1.0 GiB, 64.0 MiB/s, ETA 12.0 s, 4.0 s',
+    );
+    const over = { ...p, bytesIn: 1.5 * (1 << 30) };
+    expect(ProgressLine.describeBar(over, '====================', 'NULL')).toBe(
+      'dump [====================] 100% 1.5 GiB of ~1.5 GiB, 64.0 MiB/s, ETA --, 4.0 s',
+    );
+  });
+
+  it('measures a restore against the archive, and says when only psql is left', () => {
+    const p: Progress = { ...base, phase: 'restore', bytesIn: 1 << 20, rate: 1 << 19, totalBytes: 4 << 20 };
+    expect(ProgressLine.describeBar(p, 'x', 'INF')).toBe(
+      'restore [x] 25% 1.0 MiB of 4.0 MiB, 512.0 KiB/s, ETA --, 4.0 s',
+    );
+    expect(ProgressLine.describeBar({ ...p, bytesIn: 4 << 20 }, 'x', 0)).toBe(
+      'restore [x] all 4.0 MiB read; building indexes / finishing, wrote 0 B, 4.0 s',
+    );
+  });
+
+  it('without a total (a job from an older worker): the numbers alone', () => {
+    const p: Progress = { ...base, phase: 'dump', bytesIn: 1024, rate: 256 };
+    expect(ProgressLine.describeBar(p, 'x', 1)).toBe(ProgressLine.describe(p));
+  });
+});

@@ -9,6 +9,7 @@ import {
   hostGuardKey,
   JOB_KINDS,
   lastSlotJobsKey,
+  manualJobId,
   queueName,
   retryDelay,
   runningJobId,
@@ -40,6 +41,7 @@ describe('names', () => {
       runningJob: runningJobId(prefix, 'restore', '42'),
       slotClaim: slotClaimKey(prefix, 'backup', db, '2026-03-29T02:30:00'),
       lastSlot: lastSlotJobsKey(prefix, 'backup'),
+      manualJob: manualJobId('backup', db, new Date('2026-03-29T02:30:07.123Z')),
       databaseGuard: databaseGuardKey(prefix, db),
       hostGuard: hostGuardKey(prefix, 'db.internal', 5432),
     }).toEqual({
@@ -49,6 +51,7 @@ describe('names', () => {
       runningJob: 'pgshelf-prod:restore:42',
       slotClaim: 'pgshelf-prod:scheduler:claim:backup:shop%20eu%2F1:2026-03-29T02:30:00',
       lastSlot: 'pgshelf-prod:scheduler:last:backup',
+      manualJob: 'backup--shop%20eu%2F1--now-20260329T023007Z',
       databaseGuard: 'pgshelf-prod:guard:database:shop%20eu%2F1',
       hostGuard: 'pgshelf-prod:guard:host:db.internal%3A5432',
     });

@@ -2,7 +2,12 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, expect, it } from 'vitest';
 import { UnsafeArchiveError } from '../../src/errors.js';
-import { isOwnershipStatement, SqlGuard } from '../../src/archive/sql-filter.js';
+import {
+  isOwnershipStatement,
+  isPreCreatedLine,
+  SqlGuard,
+  type Piece,
+} from '../../src/archive/sql-filter.js';
 
 interface Outcome {
   out?: string;
@@ -12,7 +17,7 @@ interface Outcome {
 
 async function guard(
   parts: Buffer[],
-  options: { noOwner?: boolean; restrictKey?: string } = {},
+  options: ConstructorParameters<typeof SqlGuard>[0] = {},
 ): Promise<Outcome> {
   const g = new SqlGuard(options);
   const out: Buffer[] = [];
@@ -37,7 +42,10 @@ function chunked(text: string, size: number): Buffer[] {
 }
 
 /** The outcome for every way of cutting `text` in two, and in 1-, 2- and 3-byte chunks: all must agree. */
-async function everySplit(text: string, options: { noOwner?: boolean } = {}): Promise<Outcome> {
+async function everySplit(
+  text: string,
+  options: ConstructorParameters<typeof SqlGuard>[0] = {},
+): Promise<Outcome> {
   const whole = await guard([Buffer.from(text)], options);
   const buf = Buffer.from(text);
   for (let k = 0; k <= buf.length; k++) {
@@ -304,3 +312,110 @@ describe('SqlGuard', () => {
 function* chunked2(buf: Buffer, size: number): Generator<Buffer> {
   for (let i = 0; i < buf.length; i += size) yield buf.subarray(i, i + size);
 }
+
+describe('extensions created before the stream', () => {
+  const created = { extensions: new Set(['dblink', 'Odd"Ext']), schemas: new Set(['fdw']) };
+
+  it("recognises pg_dump's lines for them, and only theirs", () => {
+    expect(isPreCreatedLine('CREATE EXTENSION IF NOT EXISTS dblink WITH SCHEMA public;', created)).toBe(true);
+    expect(isPreCreatedLine('CREATE EXTENSION IF NOT EXISTS "Odd""Ext" WITH SCHEMA "X";', created)).toBe(
+      true,
+    );
+    expect(isPreCreatedLine("COMMENT ON EXTENSION dblink IS 'connect to other databases';", created)).toBe(
+      true,
+    );
+    expect(isPreCreatedLine('CREATE SCHEMA fdw;', created)).toBe(true);
+    expect(isPreCreatedLine('CREATE EXTENSION IF NOT EXISTS citext WITH SCHEMA public;', created)).toBe(
+      false,
+    );
+    expect(isPreCreatedLine("COMMENT ON EXTENSION citext IS 'x';", created)).toBe(false);
+    expect(isPreCreatedLine('CREATE SCHEMA app;', created)).toBe(false);
+    expect(isPreCreatedLine('CREATE TABLE dblink (a int);', created)).toBe(false);
+    expect(isPreCreatedLine('', created)).toBe(false);
+  });
+
+  it('drops them from the stream at any chunking; a second statement on the line keeps the line', async () => {
+    const dump = [
+      'CREATE SCHEMA fdw;',
+      'CREATE SCHEMA app;',
+      'CREATE EXTENSION IF NOT EXISTS dblink WITH SCHEMA public;',
+      "COMMENT ON EXTENSION dblink IS 'it''s dblink; really';",
+      'CREATE EXTENSION IF NOT EXISTS citext WITH SCHEMA public;',
+      "COMMENT ON EXTENSION dblink IS 'x'; CREATE TABLE t (a int);",
+      'CREATE TABLE u (a int);',
+      '',
+    ].join('\n');
+    const { out, dropped } = await everySplit(dump, { preCreated: created });
+    expect(dropped).toBe(3);
+    expect(out).toBe(
+      [
+        'CREATE SCHEMA app;',
+        'CREATE EXTENSION IF NOT EXISTS citext WITH SCHEMA public;',
+        "COMMENT ON EXTENSION dblink IS 'x'; CREATE TABLE t (a int);",
+        'CREATE TABLE u (a int);',
+        '',
+      ].join('\n'),
+    );
+    expect((await guard([Buffer.from(dump)])).out).toBe(dump);
+  });
+});
+
+/** Split mode's pieces, with runs of rows joined (where rows are cut depends on the chunking). */
+async function splitPieces(parts: Buffer[]): Promise<{ kind: string; text: string; extra?: unknown }[]> {
+  const pieces: Piece[] = [];
+  await pipeline(
+    Readable.from(parts),
+    new SqlGuard({ split: true }),
+    new Writable({ objectMode: true, write: (p: Piece, _e, cb) => (pieces.push(p), cb()) }),
+  );
+  const out: { kind: string; text: string; extra?: unknown }[] = [];
+  for (const p of pieces) {
+    if (p.kind === 'rows') {
+      // A piece that ends a row ends with a newline; the end marker is never among the rows.
+      if (p.whole) expect(p.bytes.at(-1)).toBe(0x0a);
+      const last = out.at(-1);
+      if (last?.kind === 'rows') last.text += p.bytes.toString();
+      else out.push({ kind: 'rows', text: p.bytes.toString() });
+    } else if (p.kind === 'copyEnd') out.push({ kind: 'copyEnd', text: '' });
+    else if (p.kind === 'copy')
+      out.push({ kind: 'copy', text: p.bytes.toString(), extra: [p.line, p.alone] });
+    else out.push({ kind: 'sql', text: p.bytes.toString(), extra: [p.line, p.boundary, p.statements] });
+  }
+  return out;
+}
+
+describe('SqlGuard split mode (restores on several sessions)', () => {
+  it('cuts the SQL into lines, COPY lines, rows and COPY ends the same way however it is chunked', async () => {
+    const text = `${REAL.replace(/^\\(un)?restrict .*\n/gm, '')}COPY public.x (a) FROM stdin;\n\\\n\\\\.\n\\.\r\nSELECT 1;\n`;
+    const whole = await splitPieces([Buffer.from(text)]);
+    const buf = Buffer.from(text);
+    for (let k = 0; k <= buf.length; k++) {
+      expect(await splitPieces([buf.subarray(0, k), buf.subarray(k)]), `split at ${k}`).toEqual(whole);
+    }
+    for (const size of [1, 2, 3]) expect(await splitPieces(chunked(text, size))).toEqual(whole);
+    // Put back together (each COPY end as `\.`), the pieces are what the byte mode passes on.
+    const normal = (await guard([Buffer.from(text)])).out!;
+    const joined = whole.map((p) => (p.kind === 'copyEnd' ? '\\.\n' : p.text)).join('');
+    expect(joined).toBe(normal.replace('\\.\r\n', '\\.\n'));
+    expect(whole.filter((p) => p.kind === 'copy').map((p) => p.extra)).toEqual([
+      [expect.any(Number), true],
+      [expect.any(Number), true],
+      [expect.any(Number), true],
+    ]);
+    expect(whole.find((p) => p.kind === 'rows')?.text).toBe("1\ta\\\\b\\nc\n2\tit's $$ -- /* \n");
+    expect(whole.filter((p) => p.kind === 'rows').at(-1)?.text).toBe('\\\n\\\\.\n');
+    // A statement over several lines is one stretch: only its last line ends at a boundary.
+    const view = whole.findIndex((p) => p.text.startsWith('CREATE VIEW app.v'));
+    expect(whole[view]!.extra).toEqual([expect.any(Number), false, 1]);
+    expect(whole[view + 1]!.extra).toEqual([expect.any(Number), true, 0]);
+  });
+
+  it('marks a COPY that shares its line with another statement as not alone', async () => {
+    const pieces = await splitPieces([Buffer.from('SELECT 1; COPY public.t (a) FROM stdin;\n1\n\\.\n')]);
+    expect(pieces.map((p) => [p.kind, p.extra])).toEqual([
+      ['copy', [1, false]],
+      ['rows', undefined],
+      ['copyEnd', undefined],
+    ]);
+  });
+});

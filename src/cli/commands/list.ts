@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { existsSync } from 'node:fs';
 import { listBackups } from '../../catalog/backups.js';
+import { missingDatabases, type MissingDatabases } from '../../catalog/servers.js';
 import { ConfigError } from '../../errors.js';
 import { formatBytes, formatDuration, table } from '../format.js';
 import { printJson, type Runtime } from '../runtime.js';
@@ -35,12 +36,20 @@ export function registerList(program: Command, runtime: () => Runtime): void {
         );
       }
       const backups = await listBackups(rt.storage, rt.config, database);
+      // Databases of `servers:` entries that are gone from their server: their backups stay, and are listed.
+      const missing: MissingDatabases[] =
+        rt.config.servers.length > 0 ? await missingDatabases(rt.config, rt.storage, rt.logger) : [];
+      const gone = missing.flatMap((m) => m.missing.map((d) => `"${d}" no longer exists on ${m.server}`));
+      const unlisted = missing.flatMap((m) => (m.error ? [`cannot list ${m.server}: ${m.error}`] : []));
       if (opts.json) {
-        printJson({ storage: rt.storage.url, database: database ?? null, backups });
+        printJson({ storage: rt.storage.url, database: database ?? null, backups, missing });
         return;
       }
+      const notes = [...gone, ...unlisted].map((l) => `${l}\n`).join('');
       if (backups.length === 0) {
-        process.stdout.write(`no backups${database ? ` of "${database}"` : ''} in ${rt.storage.url}\n`);
+        process.stdout.write(
+          `no backups${database ? ` of "${database}"` : ''} in ${rt.storage.url}\n` + notes,
+        );
         return;
       }
       const now = Date.now();
@@ -66,6 +75,14 @@ export function registerList(program: Command, runtime: () => Runtime): void {
         ]);
       }
       const problems = backups.flatMap((b) => (b.problem ? [`${b.id}: ${b.problem}`] : []));
-      process.stdout.write(table(rows) + '\n' + problems.map((p) => `${p}\n`).join(''));
+      process.stdout.write(
+        table(rows) +
+          '\n' +
+          problems.map((p) => `${p}\n`).join('') +
+          (gone.length > 0
+            ? `missing databases (backups kept):\n${gone.map((g) => `  ${g}\n`).join('')}`
+            : '') +
+          unlisted.map((u) => `${u}\n`).join(''),
+      );
     });
 }

@@ -24,8 +24,16 @@ export function registerRestore(program: Command, runtime: () => Runtime): void 
     .requiredOption('--into <name>', 'database to create; it must not exist')
     .option('--db <name>', 'database whose backups to use (default: POSTGRES_DB)')
     .option('--backup <id>', 'backup id, or latest', 'latest')
-    .option('--key <key>', 'restore this storage key instead (e.g. an archive made by plain pg_dump | gzip)')
+    .option(
+      '--key <key>',
+      'restore this storage key instead (e.g. an archive made by plain pg_dump | gzip, or | gzip | age -r KEY)',
+    )
     .option('--no-owner', 'drop ownership and privilege statements: everything belongs to POSTGRES_USER')
+    .option(
+      '--with-globals',
+      "first apply the globals (roles, memberships, tablespaces) of the backup's server and slot, as " +
+        'POSTGRES_ADMIN_USER; roles that exist are left as they are and reported',
+    )
     .option(
       '--verify-first',
       'read and check the whole archive (size, SHA-256, gunzip, completion line) before any SQL is sent ' +
@@ -43,6 +51,7 @@ export function registerRestore(program: Command, runtime: () => Runtime): void 
           key?: string;
           owner: boolean;
           verifyFirst?: boolean;
+          withGlobals?: boolean;
         },
       ) => {
         const rt = runtime();
@@ -53,6 +62,7 @@ export function registerRestore(program: Command, runtime: () => Runtime): void 
           into: opts.into,
           noOwner: !opts.owner,
           ...(opts.verifyFirst ? { verifyFirst: true } : {}),
+          ...(opts.withGlobals ? { withGlobals: true } : {}),
           // The restore's identity for every attempt of this job, whatever id the queue gives it.
           nonce: restoreNonce(),
         };
@@ -64,6 +74,14 @@ export function registerRestore(program: Command, runtime: () => Runtime): void 
         if (!result) return queued('restore', jobId, opts.json);
         for (const w of result.warnings ?? []) process.stderr.write(`pgshelf: warning: ${w}\n`);
         if (opts.json) return printJson({ jobId, ...result });
+        const g = result.globals;
+        if (g) {
+          process.stdout.write(
+            `globals ${g.backupId} of ${g.server}: ${g.createdRoles.length} role(s) created` +
+              (g.existingRoles.length ? `; existing, left as they are: ${g.existingRoles.join(', ')}` : '') +
+              '\n',
+          );
+        }
         process.stdout.write(
           `restored ${result.backupId ? `backup ${result.backupId}` : result.archiveKey} into "${result.database}" ` +
             `(owner ${result.owner}): ${formatBytes(result.bytes)} read, ${formatBytes(result.uncompressedBytes)} ` +
@@ -73,6 +91,9 @@ export function registerRestore(program: Command, runtime: () => Runtime): void 
               : ', no manifest to check against') +
             '\n',
         );
+        for (const e of result.extensions ?? []) {
+          process.stdout.write(`extension ${e.name} (schema ${e.schema}) created as POSTGRES_ADMIN_USER\n`);
+        }
       },
     );
 }

@@ -1,8 +1,10 @@
 import type { Command } from 'commander';
+import { alertsFlushMs, startAlerts } from '../../alerts/index.js';
 import { requireDatabases } from '../../config/index.js';
 import type { PruneResult } from '../../jobs/prune.js';
 import { startScheduler } from '../../scheduler/index.js';
 import { nextSlot } from '../../scheduler/slots.js';
+import { startWatchdog } from '../../scheduler/watchdog.js';
 import { installShutdown } from '../../worker/shutdown.js';
 import { table } from '../format.js';
 import { printJson, type Runtime } from '../runtime.js';
@@ -75,12 +77,20 @@ export function registerScheduler(program: Command, runtime: (level?: string) =>
       const rt = runtime('info');
       requireDatabases(rt.config, 'the scheduler');
       const scheduler = startScheduler({ config: rt.config, logger: rt.logger });
+      // The watchdog raises backup.overdue from here, so it fires when no worker runs at all.
+      const alerts = startAlerts({ config: rt.config, logger: rt.logger });
+      const watchdog = startWatchdog({ config: rt.config, storage: rt.storage, logger: rt.logger, alerts });
+      const flushMs = alertsFlushMs(rt.config);
       installShutdown({
         logger: rt.logger,
-        stop: () => scheduler.stop(),
+        stop: async () => {
+          await Promise.all([scheduler.stop(), watchdog.stop()]);
+          await alerts.close(flushMs);
+          await rt.close();
+        },
         force: () => undefined,
         // stop() drops Redis connections after the grace; this is the backstop should even that block.
-        deadlineMs: rt.config.shutdownGraceMs + 5_000,
+        deadlineMs: rt.config.shutdownGraceMs + flushMs + 5_000,
       });
       await scheduler.ready;
       for (const d of rt.config.databases) {
