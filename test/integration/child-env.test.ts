@@ -116,11 +116,17 @@ describe('child process environment', () => {
       const cli = startCli(['backup', '--in-process', '--json'], env);
       const pid = cli.child.pid!;
       try {
-        const [dumpPid] = await waitFor('pg_dump to start', async () => {
-          const pids = await childrenNamed(pid, 'pg_dump');
-          return pids.length > 0 ? pids : undefined;
+        // The first pg_dump child may be the `pg_dump --version` of the tool lookup, gone by the time its
+        // environ is read: wait for the dump itself, and look again if a process ends between the two reads.
+        return await waitFor('pg_dump to start its dump', async () => {
+          for (const dumpPid of await childrenNamed(pid, 'pg_dump')) {
+            const args = (await readFile(`/proc/${dumpPid}/cmdline`, 'utf8').catch(() => '')).split('\0');
+            if (args.length < 2 || args.includes('--version')) continue;
+            const environ = await readFile(`/proc/${dumpPid}/environ`).catch(() => undefined);
+            if (environ !== undefined) return parseEnviron(environ);
+          }
+          return undefined;
         });
-        return parseEnviron(await readFile(`/proc/${dumpPid}/environ`));
       } finally {
         await c.query('COMMIT');
         const res = await cli.done;
