@@ -115,12 +115,6 @@ export class Runtime {
     alerts: InProcessAlerts | undefined,
   ): Promise<{ result: R }> {
     const { run } = createRegistry({ config: this.config, storage: this.storage, logger: this.logger })[kind];
-    await this.storage.open();
-    // A real prune takes the database's guard as on a worker: beside a long backup it could abort its upload.
-    const pruning = kind === 'prune' && (input as { dryRun?: boolean }).dryRun !== true;
-    const release =
-      kind === 'backup' || pruning ? await this.backupGuard(input, redisAnswers, kind) : undefined;
-    await alerts?.started(); // never throws: the guard is released below whatever happens
     const abort = new AbortController();
     let interrupted: NodeJS.Signals | undefined;
     const exitNow = (code: number): void => {
@@ -147,9 +141,18 @@ export class Runtime {
         exitNow(code);
       }, this.config.shutdownGraceMs).unref();
     };
+    // Taken before anything is visible from outside (the storage opened, the guard's lease in Redis, the start
+    // ping): a signal from then on cleans up, where the default disposition would leave the lease behind.
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
+    let release: (() => Promise<void>) | undefined;
     try {
+      await this.storage.open();
+      // A real prune takes the database's guard as on a worker: beside a long backup it could abort its upload.
+      const pruning = kind === 'prune' && (input as { dryRun?: boolean }).dryRun !== true;
+      if (kind === 'backup' || pruning) release = await this.backupGuard(input, redisAnswers, kind);
+      abort.signal.throwIfAborted();
+      await alerts?.started(); // never throws: the guard is released below whatever happens
       const result = (await run(input, {
         signal: abort.signal,
         logger: this.logger,

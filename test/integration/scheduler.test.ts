@@ -3,7 +3,7 @@ import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Env } from '../../src/config/index.js';
-import { waitFor } from '../helpers/cli.js';
+import { startCli, waitFor } from '../helpers/cli.js';
 import { pgEnv, tempDir, uniquePrefix } from '../helpers/env.js';
 import { dumpIsWaiting, lockTable } from '../helpers/pg.js';
 import { daemon, queues, redis, sampleDatabase, useCleanup } from '../helpers/lifecycle.js';
@@ -215,5 +215,30 @@ describe('pgshelf scheduler', () => {
     expect(Object.fromEntries(perDb)).toEqual({ [held]: 2, [queued]: 1 });
     const coalesced = [...s.stderr().matchAll(/"coalesced":(\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
     expect(coalesced).toBeGreaterThanOrEqual(8);
+  });
+
+  it('a SIGTERM on its "scheduler started" line shuts it down cleanly (no window before the handler)', async () => {
+    // With no catch-up slot to enqueue the line is written synchronously inside startScheduler; the handler
+    // used to be installed only after it (and the alerts and watchdog), so a signal sent on the line could
+    // meet the default disposition: killed by SIGTERM, exit null.
+    const { env } = await setup('databases:\n  - name: alpha\n    schedule: "0 3 * * *"\n', {
+      PGSHELF_CATCH_UP: 'off',
+    });
+    for (let round = 0; round < 6; round++) {
+      const signal = round % 2 === 0 ? 'SIGTERM' : 'SIGINT';
+      const cli = startCli(['scheduler'], env);
+      let seen = '';
+      cli.child.stderr?.on('data', (d: Buffer) => {
+        if (!seen.includes('scheduler started') && (seen += d.toString()).includes('scheduler started'))
+          cli.child.kill(signal);
+      });
+      const res = await cli.done;
+      expect({ round, code: res.code, signal: res.signal }, res.stderr).toEqual({
+        round,
+        code: 0,
+        signal: null,
+      });
+      expect(res.stderr).toContain('shutting down gracefully');
+    }
   });
 });

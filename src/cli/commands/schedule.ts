@@ -76,11 +76,10 @@ export function registerScheduler(program: Command, runtime: (level?: string) =>
     .action(async () => {
       const rt = runtime('info');
       requireDatabases(rt.config, 'the scheduler');
-      const scheduler = startScheduler({ config: rt.config, logger: rt.logger });
-      // The watchdog raises backup.overdue from here, so it fires when no worker runs at all.
-      const alerts = startAlerts({ config: rt.config, logger: rt.logger });
-      const watchdog = startWatchdog({ config: rt.config, storage: rt.storage, logger: rt.logger, alerts });
       const flushMs = alertsFlushMs(rt.config);
+      // Installed before startScheduler, which may log "scheduler started" at once (no catch-up slot to
+      // enqueue): a SIGTERM sent on that line must find the handler. The handler runs from the event loop, so
+      // after the synchronous lines below have made scheduler, alerts and watchdog.
       installShutdown({
         logger: rt.logger,
         stop: async () => {
@@ -92,6 +91,10 @@ export function registerScheduler(program: Command, runtime: (level?: string) =>
         // stop() drops Redis connections after the grace; this is the backstop should even that block.
         deadlineMs: rt.config.shutdownGraceMs + flushMs + 5_000,
       });
+      const scheduler = startScheduler({ config: rt.config, logger: rt.logger });
+      // The watchdog raises backup.overdue from here, so it fires when no worker runs at all.
+      const alerts = startAlerts({ config: rt.config, logger: rt.logger });
+      const watchdog = startWatchdog({ config: rt.config, storage: rt.storage, logger: rt.logger, alerts });
       await scheduler.ready;
       for (const d of rt.config.databases) {
         rt.logger.info(
