@@ -202,11 +202,12 @@ describe('delivery never holds up or changes the command', () => {
   it('receivers that never answer: the same exit codes and output, and the command stops waiting at the flush bound', async () => {
     const silent = await startReceiver(defer, 'hang');
     const silentPing = await startReceiver(defer, 'hang');
-    // PGSHELF_SHUTDOWN_GRACE=1: a flush bound of 1 s, against a request timeout of 10 s and 5 tries.
+    // PGSHELF_SHUTDOWN_GRACE=3: a flush bound of 3 s (room for the requests to reach the receivers on a busy
+    // machine), against a request timeout of 10 s and 5 tries.
     const { db, env } = await fixture({
       PGSHELF_WEBHOOK_URL: `${silent.url}/hook`,
       PGSHELF_PING_URL: `${silentPing.url}/ping`,
-      PGSHELF_SHUTDOWN_GRACE: '1',
+      PGSHELF_SHUTDOWN_GRACE: '3',
     });
     const failed = await runCli(['backup', '--in-process'], env);
     expect(failed.code, failed.stderr).toBe(1);

@@ -80,7 +80,7 @@ describe('dashboard in a browser', () => {
 
     await page.goto(`${serve.url}/`);
     const row = page.locator(`tr[data-database="${db}"]`);
-    await expect.poll(() => row.locator('td').first().innerText()).toBe(db);
+    await expect.poll(() => row.locator('td').first().innerText(), { timeout: 30_000 }).toBe(db);
     expect(await row.locator('td').nth(1).innerText()).toBe('never');
 
     // The button: a POST form, answered by a redirect back here with the job's id.

@@ -92,5 +92,5 @@ describe('fault: PostgreSQL restarted mid-dump', () => {
       const [copy] = await cluster.query('shop_restored', TABLE_DIGEST_SQL(table));
       expect(copy).toEqual(source);
     }
-  }, 90_000);
+  }, 240_000);
 });

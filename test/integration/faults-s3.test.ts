@@ -116,7 +116,7 @@ describe('fault: S3 stopped mid-upload', () => {
     await waitFor('the attempt to fail', () => worker.stderr().includes('backup job failed'), 45_000);
     await link.restore();
 
-    const job = await settled(queue, jobId, 90_000);
+    const job = await settled(queue, jobId, 180_000);
     expect(job.attemptsMade).toBeGreaterThanOrEqual(2);
     expect(job.stacktrace?.[0]).toMatch(
       /StorageError: S3 upload s3:\/\/.*\.sql\.gz failed: .*(ECONNRESET|ECONNREFUSED|socket hang up|EPIPE)/,
@@ -148,7 +148,7 @@ describe('fault: S3 stopped mid-upload', () => {
     expect(await listUploads(s3, bucket)).toEqual([]);
 
     await expectRestoreEqualsSource(db, env);
-  }, 120_000);
+  }, 300_000);
 
   it('on s3rver stopped and started again: the retry stores one complete backup; the cut upload stays', async () => {
     // ~55 MB of SQL, ~30 MB of gzip: six parts.
@@ -181,7 +181,7 @@ describe('fault: S3 stopped mid-upload', () => {
     await waitFor('the attempt to fail', () => worker.stderr().includes('backup job failed'), 45_000);
     await server.start();
 
-    const job = await settled(queue, jobId, 90_000);
+    const job = await settled(queue, jobId, 180_000);
     expect(job.attemptsMade).toBeGreaterThanOrEqual(2);
     expect(job.stacktrace?.[0]).toMatch(
       /StorageError: S3 upload s3:\/\/.*\.sql\.gz failed: .*(ECONNRESET|ECONNREFUSED|socket hang up|EPIPE)/,
@@ -205,5 +205,5 @@ describe('fault: S3 stopped mid-upload', () => {
     expect(await uploads()).toEqual([cutId]);
 
     await expectRestoreEqualsSource(db, env);
-  }, 90_000);
+  }, 240_000);
 });

@@ -83,7 +83,7 @@ describe('fault: worker SIGKILLed mid-backup on S3', () => {
     daemon('worker', env, defer);
     const backups = new Queue('backup', { connection: redis, prefix });
     defer(() => backups.close());
-    const job = await settled(backups, jobId, 45_000);
+    const job = await settled(backups, jobId, 120_000);
     const result = job.returnvalue as { id: string; archiveKey: string };
     const manifestKey = result.archiveKey.replace(/\.sql\.gz$/, '.manifest.json');
     expect(await listKeys()).toEqual([`p/${result.archiveKey}`, `p/${manifestKey}`].sort());
@@ -99,5 +99,5 @@ describe('fault: worker SIGKILLed mid-backup on S3', () => {
     for await (const chunk of archive.Body as Readable) hash.update(chunk as Buffer);
     expect(hash.digest('hex')).toBe(manifest.archive.sha256);
     expect(await listUploads(s3, bucket)).toEqual([]);
-  }, 90_000);
+  }, 240_000);
 });

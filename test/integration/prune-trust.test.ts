@@ -170,7 +170,8 @@ describe('prune and the database guard', () => {
     await waitFor('the prune to wait', () =>
       w.stderr().includes('a backup or prune of this database is running: prune waiting'),
     );
-    expect(await job.getState()).toBe('delayed');
+    // The line is written just before the worker moves the job to delayed: wait for the move.
+    await waitFor('the prune to be delayed', async () => (await job.getState()) === 'delayed');
     expect((await scanBackups(storage, db)).length).toBe(3);
     if (held.ok) await held.release();
     await waitFor('the prune', async () => (await queue('prune').getCompletedCount()) === 1, 60_000);

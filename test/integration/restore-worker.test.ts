@@ -48,6 +48,7 @@ describe('pgshelf restore through a worker', () => {
     const { archiveLocation } = JSON.parse(backup.stdout) as { archiveLocation: string };
     // An archive that stops halfway, in a long sleep while a role named `gate` exists (roles are shared by all
     // databases, so the test reaches into the staging database): "midway" on demand, for the first attempt only.
+    // The sleep is found by the gate's unique name: other test files sleep in staging databases too.
     const gate = uniqueName('pgshelf_gate');
     await withClient('postgres', (c) => c.query(`CREATE ROLE ${gate} NOLOGIN`));
     defer(() => withClient('postgres', (c) => c.query(`DROP ROLE IF EXISTS ${gate}`)));
@@ -65,7 +66,8 @@ describe('pgshelf restore through a worker', () => {
       withClient('postgres', async (c) => {
         const r = await c.query(
           `SELECT 1 FROM pg_stat_activity WHERE datname LIKE 'pgshelf_restore_%' AND wait_event = 'PgSleep'
-             AND query LIKE '%pg_sleep(600)%'`,
+             AND query LIKE $1`,
+          [`%pg_sleep(600)%${gate}%`],
         );
         return (r.rowCount ?? 0) > 0;
       });
@@ -79,7 +81,8 @@ describe('pgshelf restore through a worker', () => {
     await withClient('postgres', (c) =>
       c.query(
         `SELECT pg_cancel_backend(pid) FROM pg_stat_activity
-         WHERE datname LIKE 'pgshelf_restore_%' AND query LIKE '%pg_sleep(600)%'`,
+         WHERE datname LIKE 'pgshelf_restore_%' AND query LIKE $1`,
+        [`%pg_sleep(600)%${gate}%`],
       ),
     );
     await waitFor('the orphaned psql to finish', async () => !(await blocked()));
