@@ -286,9 +286,19 @@ export async function checkRedis(config: Config, timeoutMs = 5000): Promise<void
   });
   let cause: Error | undefined;
   client.on('error', (err: Error) => (cause ??= err));
+  // connectTimeout ends at the TCP connection: a server that accepts and never answers (a hung Redis, a proxy
+  // whose upstream is gone) would hold the ready check and the PING for ever. This bounds the whole check.
+  const attempt = client.connect().then(() => client.ping());
+  attempt.catch(() => undefined); // also settled, by the disconnect below, when the deadline wins
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      cause = new Error(`no answer within ${timeoutMs} ms`);
+      reject(cause);
+    }, timeoutMs);
+  });
   try {
-    await client.connect();
-    await client.ping();
+    await Promise.race([attempt, deadline]);
   } catch (err) {
     const why = cause?.message ?? (err instanceof Error ? err.message : String(err));
     throw new PgshelfError(
@@ -296,6 +306,7 @@ export async function checkRedis(config: Config, timeoutMs = 5000): Promise<void
         'REDIS_URL=redis://127.0.0.1:6379, or run the job here with --in-process',
     );
   } finally {
+    clearTimeout(timer);
     client.disconnect();
   }
 }

@@ -6,6 +6,7 @@
 import { readdir } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 import type { Env } from '../../src/config/index.js';
+import type { StatusReport } from '../../src/monitor/index.js';
 import { startCli, waitFor, type CliResult, type RunningCli } from '../helpers/cli.js';
 import { daemon, useCleanup, workerFixture } from '../helpers/lifecycle.js';
 import { dumpIsWaiting, lockTable, withClient } from '../helpers/pg.js';
@@ -86,6 +87,35 @@ describe('a silent S3 endpoint', () => {
   });
 });
 
+describe('a Redis that accepts connections and never answers', () => {
+  it('`backup --in-process` goes on without it, `status` reports without it, `backup` says so and exits 1', async () => {
+    // The Redis check's connect timeout ends at the TCP connection: these three used to wait for ever.
+    const { db, dir, env } = await workerFixture(defer, { rows: 10 });
+    const redis = await silentServer();
+    defer(() => redis.close());
+    const silent = { ...env, REDIS_URL: `redis://127.0.0.1:${redis.port}` };
+
+    const here = await run(['backup', '--in-process', '--json'], silent).ended('the in-process backup');
+    expect(here.code, here.stderr).toBe(0);
+    const backedUp = JSON.parse(here.stdout) as { ok: boolean; id: string; database: string };
+    expect(backedUp).toMatchObject({ ok: true, database: db });
+    expect((await leftovers(dir)).filter((f) => f.endsWith('.sql.gz'))).toHaveLength(1);
+
+    const status = await run(['status', '--json'], silent).ended('status');
+    expect(status.code, status.stderr).toBe(0);
+    const report = JSON.parse(status.stdout) as StatusReport;
+    expect(report.databases.map((d) => [d.name, d.lastSuccess?.id])).toEqual([[db, backedUp.id]]);
+    expect(report.queues.ok).toBe(false);
+
+    const queued = await run(['backup'], silent).ended('the queued backup');
+    expect(queued.code).toBe(1);
+    expect(queued.stderr).toMatch(
+      /cannot reach Redis at redis:\/\/127\.0\.0\.1:\d+ \(no answer within 5000 ms\): start Redis or fix REDIS_URL/,
+    );
+    expect(redis.connections()).toBeGreaterThanOrEqual(3);
+  });
+});
+
 describe('a first signal ends an in-process job', () => {
   it('SIGTERM while the backup waits on a silent S3 endpoint: exit 143, pg_dump gone', async () => {
     const server = await silentS3();
@@ -115,6 +145,34 @@ describe('a first signal ends an in-process job', () => {
     expect(res.code, res.stderr).toBe(130);
     await waitFor('pg_dump to go away', async () => (await sessions(db)) === 0, 10_000);
     expect(await leftovers(dir)).toEqual([]);
+  });
+
+  it('a signal while the guard asks a Redis that never answers: exit 130/143, nothing dumped', async () => {
+    // The guard asks Redis first (2 s at most). The handler used to be installed only after the guard: a signal
+    // in that wait met the default disposition (killed, exit null), and one right after the guard's lease was
+    // taken left the lease to expire.
+    const { db, dir, env } = await workerFixture(defer, { rows: 10 });
+    const redis = await silentServer();
+    defer(() => redis.close());
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+      const before = redis.connections();
+      const cli = run(['backup', '--in-process', '--json'], {
+        ...env,
+        REDIS_URL: `redis://127.0.0.1:${redis.port}`,
+      });
+      await waitFor('the guard to ask the silent Redis', () => redis.connections() > before);
+      cli.child.kill(signal);
+      const res = await cli.ended(`the backup to end after ${signal}`);
+      expect({ code: res.code, signal: res.signal }, res.stderr).toEqual({
+        code: signal === 'SIGINT' ? 130 : 143,
+        signal: null,
+      });
+      expect(res.stdout, res.stderr).not.toBe('');
+      expect(JSON.parse(res.stdout)).toMatchObject({ ok: false });
+      expect(res.stderr).toContain(`backup interrupted by ${signal}`);
+      expect(await sessions(db)).toBe(0);
+      expect(await leftovers(dir)).toEqual([]);
+    }
   });
 });
 
