@@ -62,23 +62,30 @@ async function withClient(database, fn) {
 }
 
 /**
+ * Whether a bench database was made whole by an earlier run (its `bench_ready` table is written last); one left
+ * half-made by an interrupted run is dropped, to be made again.
+ */
+async function madeEarlier(name) {
+  const exists = await withClient(
+    'postgres',
+    async (c) => (await c.query(`SELECT 1 FROM pg_database WHERE datname = $1`, [name])).rowCount === 1,
+  );
+  if (!exists) return false;
+  const ready = await withClient(
+    name,
+    async (c) => (await c.query(`SELECT 1 FROM pg_tables WHERE tablename = 'bench_ready'`)).rowCount === 1,
+  );
+  if (!ready) await dropDatabase(name);
+  return ready;
+}
+
+/**
  * A database of about `sizeMb` MB on disk, made once and reused (named after its size). Rows mix text, numbers,
  * timestamps and JSON, like an application's tables, with a primary key and a secondary index.
  */
 export async function ensureDatabase(sizeMb, log = console.error) {
   const name = `pgshelf_bench_${sizeMb}mb`;
-  const exists = await withClient(
-    'postgres',
-    async (c) => (await c.query(`SELECT 1 FROM pg_database WHERE datname = $1`, [name])).rowCount === 1,
-  );
-  if (exists) {
-    const ready = await withClient(
-      name,
-      async (c) => (await c.query(`SELECT 1 FROM pg_tables WHERE tablename = 'bench_ready'`)).rowCount === 1,
-    );
-    if (ready) return name;
-    await withClient('postgres', (c) => c.query(`DROP DATABASE "${name}" WITH (FORCE)`));
-  }
+  if (await madeEarlier(name)) return name;
   log(`creating ${name} (about ${sizeMb} MB; reused by later runs)`);
   const t0 = Date.now();
   await withClient('postgres', (c) => c.query(`CREATE DATABASE "${name}"`));
@@ -116,18 +123,7 @@ export async function ensureDatabase(sizeMb, log = console.error) {
  */
 export async function ensureJsonbDatabase(log = console.error) {
   const name = 'pgshelf_bench_jsonb512';
-  const exists = await withClient(
-    'postgres',
-    async (c) => (await c.query(`SELECT 1 FROM pg_database WHERE datname = $1`, [name])).rowCount === 1,
-  );
-  if (exists) {
-    const ready = await withClient(
-      name,
-      async (c) => (await c.query(`SELECT 1 FROM pg_tables WHERE tablename = 'bench_ready'`)).rowCount === 1,
-    );
-    if (ready) return name;
-    await dropDatabase(name);
-  }
+  if (await madeEarlier(name)) return name;
   log(`creating ${name} (pgbench -s 20 and a 1M-row jsonb table; reused by later runs)`);
   await withClient('postgres', (c) => c.query(`CREATE DATABASE "${name}"`));
   await execFileAsync(

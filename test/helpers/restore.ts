@@ -30,6 +30,15 @@ export async function restoreByHand(archive: string, database: string): Promise<
   );
 }
 
+/** Runs one shell line as an operator types it (in `cwd` when given), against the test server. */
+export async function shell(line: string, cwd?: string): Promise<void> {
+  await execFileAsync('bash', ['-o', 'pipefail', '-c', line], {
+    cwd,
+    env: { ...process.env, PGHOST: PG_HOST, PGPORT: String(PG_PORT), PGUSER: PG_USER },
+    maxBuffer: 16 << 20,
+  });
+}
+
 /** Staging databases of restores into `into` still there (a staging database's comment names its target). */
 export async function stagingFor(into: string): Promise<string[]> {
   return withClient('postgres', async (c) => {

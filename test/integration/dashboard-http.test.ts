@@ -18,6 +18,7 @@ import { formToken, getWithHost, Session, startServe, textOf, unescapeHtml } fro
 import { tempDir, testConfig, uniquePrefix } from '../helpers/env.js';
 import { settled } from '../helpers/faults.js';
 import { ctx, jobs } from '../helpers/jobs.js';
+import { shell } from '../helpers/restore.js';
 import { daemon, queues, useCleanup, workerFixture } from '../helpers/lifecycle.js';
 import {
   createDatabase,
@@ -75,10 +76,7 @@ describe('dashboard over HTTP', () => {
     // What an operator would do with it: paste it, naming the new database.
     const copy = uniqueName('pgshelf_byhand');
     defer(() => dropDatabase(copy), { keepOnFailure: true });
-    await execFileAsync('bash', ['-o', 'pipefail', '-c', command.replaceAll('NEW_DB', copy)], {
-      env: { ...process.env, PGHOST: PG_HOST, PGPORT: String(PG_PORT), PGUSER: PG_USER },
-      maxBuffer: 16 << 20,
-    });
+    await shell(command.replaceAll('NEW_DB', copy));
     expect(await snapshotDatabase(copy)).toEqual(await snapshotDatabase(db));
   });
 
@@ -103,10 +101,7 @@ describe('dashboard over HTTP', () => {
     );
     const copy = uniqueName('pgshelf_byhand');
     defer(() => dropDatabase(copy), { keepOnFailure: true });
-    await execFileAsync('bash', ['-o', 'pipefail', '-c', command.replaceAll('NEW_DB', copy)], {
-      env: { ...process.env, PGHOST: PG_HOST, PGPORT: String(PG_PORT), PGUSER: PG_USER },
-      maxBuffer: 16 << 20,
-    });
+    await shell(command.replaceAll('NEW_DB', copy));
     expect(await snapshotDatabase(copy)).toEqual(await snapshotDatabase(db));
   });
 

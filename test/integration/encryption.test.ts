@@ -22,13 +22,11 @@ import {
   createDatabase,
   createSampleSchema,
   dropDatabase,
-  PG_HOST,
-  PG_PORT,
   PG_USER,
   snapshotDatabase,
   uniqueName,
 } from '../helpers/pg.js';
-import { noRestoreLeftovers } from '../helpers/restore.js';
+import { noRestoreLeftovers, shell } from '../helpers/restore.js';
 import { createBucket } from '../helpers/s3.js';
 
 const execFileAsync = promisify(execFile);
@@ -60,15 +58,6 @@ function target(base = 'pgshelf_into'): string {
 }
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-
-/** Runs one shell line as an operator types it, in `cwd`, against the test server. */
-async function shell(line: string, cwd: string): Promise<void> {
-  await execFileAsync('bash', ['-o', 'pipefail', '-c', line], {
-    cwd,
-    env: { ...process.env, PGHOST: PG_HOST, PGPORT: String(PG_PORT), PGUSER: PG_USER },
-    maxBuffer: 16 << 20,
-  });
-}
 
 /** The lines of the first ```sh block after `heading` in the README. */
 async function readmeBlock(heading: string, after = ''): Promise<string[]> {
